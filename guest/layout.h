@@ -1,0 +1,81 @@
+/*
+ * Guest physical layout and the writer's control block: the one contract
+ * shared by guest/writer.S (the guest), native/ (which exports these numbers
+ * to Python through cffi) and kvmharness/ (the host).
+ *
+ * Everything here is plain #define so that the assembler, the C compiler and
+ * cffi's cdef can all read it.
+ */
+#ifndef KVMH_LAYOUT_H
+#define KVMH_LAYOUT_H
+
+/* ---- guest physical map ------------------------------------------------ */
+/* Control slot (memslot 0) starts at guest physical 0. */
+#define KVMH_PML4_GPA           0x1000
+#define KVMH_PDPT_GPA           0x2000
+#define KVMH_CODE_GPA           0x4000
+#define KVMH_CODE_MAX           0x4000      /* 16 KiB of guest code at most */
+#define KVMH_CTL_GPA            0x10000     /* control blocks, one page per vCPU */
+#define KVMH_CTL_STRIDE         0x1000
+#define KVMH_MAX_VCPUS          64
+#define KVMH_PD_GPA             0x100000    /* page directories, one per GiB mapped */
+/* MMIO doorbell: mapped by the guest page tables, backed by no memslot. */
+#define KVMH_DOORBELL_GPA       0xC0000000
+/* Data slot (memslot 1): the writer's region. */
+#define KVMH_DATA_GPA           0x100000000
+
+#define KVMH_PAGE_SIZE          4096
+#define KVMH_PAGE_SHIFT         12
+
+/* ---- control block (one per vCPU, at KVMH_CTL_GPA + vcpu * stride) ------ */
+/* Written by the host, read by the guest: */
+#define KVMH_CTL_GEN            0x00  /* bumped by the host after any change below */
+#define KVMH_CTL_CMD            0x08  /* KVMH_CMD_* */
+#define KVMH_CTL_WPS            0x10  /* target writes/s, 0 = unlimited */
+#define KVMH_CTL_INTERVAL       0x18  /* TSC ticks per write, integer part */
+#define KVMH_CTL_INTERVAL_FRAC  0x20  /* TSC ticks per write, fraction * 2^32 */
+#define KVMH_CTL_BACKLOG        0x28  /* TSC ticks of lag after which the schedule restarts */
+#define KVMH_CTL_SEED           0x30  /* PRNG seed of this vCPU */
+#define KVMH_CTL_BASE           0x38  /* guest physical address of page 0 of the region */
+#define KVMH_CTL_NPAGES         0x40  /* pages in the region (any number >= 1) */
+#define KVMH_CTL_PATTERN        0x48  /* KVMH_PATTERN_* */
+#define KVMH_CTL_WARM           0x50  /* 1: touch every page once before the first command */
+/* Written by the guest, read by the host: */
+#define KVMH_CTL_COUNTER        0x80  /* writes done so far = index of the next write */
+#define KVMH_CTL_STATE          0x88  /* KVMH_STATE_* */
+#define KVMH_CTL_SEEN_GEN       0x90  /* the generation the guest is acting on */
+#define KVMH_CTL_WARM_BEGIN     0x98  /* TSC at the start of the warm-up pass */
+#define KVMH_CTL_WARM_END       0xa0  /* TSC at its end */
+#define KVMH_CTL_RESETS         0xa8  /* times the rate schedule was restarted (backlog dropped) */
+#define KVMH_CTL_SEEN_COUNTER   0xb0  /* COUNTER when the guest took up SEEN_GEN */
+#define KVMH_CTL_SIZE           0xb8
+
+#define KVMH_CMD_HOLD           0
+#define KVMH_CMD_RUN            1
+#define KVMH_CMD_EXIT           2
+
+#define KVMH_PATTERN_RANDOM     0
+#define KVMH_PATTERN_SEQUENTIAL 1
+
+#define KVMH_STATE_BOOT         0
+#define KVMH_STATE_WARMING      1
+#define KVMH_STATE_HELD         2
+#define KVMH_STATE_RUNNING      3
+#define KVMH_STATE_EXITED       4
+
+/* Doorbell events: the 8-byte value the guest writes to KVMH_DOORBELL_GPA. */
+#define KVMH_EVENT_HELD         1     /* the writer is idle until the command changes */
+#define KVMH_EVENT_EXITED       2     /* the writer has stopped for good */
+
+/* Tags: what the guest writes.  Write number i (0-based) stores i + 1 at
+ * offset 0 of its page, so a page's tag is the number of the last write
+ * that hit it; the warm-up stores KVMH_WARM_TAG. */
+#define KVMH_WARM_TAG           0x8000000000000000
+
+/* SplitMix64 constants (Steele, Lea, Flood: "Fast splittable pseudorandom
+ * number generators", OOPSLA 2014). */
+#define KVMH_GOLDEN             0x9e3779b97f4a7c15
+#define KVMH_MIX1               0xbf58476d1ce4e5b9
+#define KVMH_MIX2               0x94d049bb133111eb
+
+#endif

@@ -1,0 +1,214 @@
+/*
+ * kvmharness guest writer: a bare-metal 64-bit loop that dirties guest memory
+ * at a chosen rate, in a pattern the host can replay exactly.
+ *
+ * Why it looks like this: on nested KVM runners (kvm_pvm) a guest runs on the
+ * hardware only in 64-bit mode at CPL 3; anything else is emulated ~5000x
+ * slower (shared/docs/platform-notes.md).  So this code runs at CPL 3 with no
+ * IDT, no stack, no interrupts, and talks to the host only through shared
+ * memory (the control block) and an MMIO doorbell.  The same setup is valid
+ * on hardware KVM.
+ *
+ * ---- contract -------------------------------------------------------------
+ * Entry:   offset 0 of this image, loaded at KVMH_CODE_GPA, 64-bit mode, CPL 3,
+ *          identity-mapped paging.  %rdi = guest physical address of this
+ *          vCPU's control block (guest/layout.h).  Other registers: any.
+ *          Position independent: only relative jumps, absolute addresses
+ *          come from layout.h.
+ * Control: the host writes parameters, then bumps KVMH_CTL_GEN.  The guest
+ *          rereads everything when GEN changes, then stores COUNTER in
+ *          SEEN_COUNTER and GEN in SEEN_GEN (so the host knows the exact
+ *          write at which new parameters took effect).
+ *          CMD_HOLD: the guest rings EVENT_HELD (the host re-enters KVM_RUN
+ *          when the command changes); CMD_RUN: write; CMD_EXIT: ring
+ *          EVENT_EXITED forever.
+ * Writes:  write number i (i = COUNTER before the write, from 0) stores the
+ *          8-byte tag i + 1 at offset 0 of page p(i) of the region
+ *          [BASE, BASE + NPAGES * 4096), then COUNTER becomes i + 1.
+ *            random:     z = SplitMix64-mix(SEED + (i + 1) * GOLDEN),
+ *                        p = (z * NPAGES) >> 64          (multiply-high)
+ *            sequential: p = i mod NPAGES
+ *          A counter-based generator: p(i) depends only on SEED, NPAGES, i,
+ *          so the host replays any counter range without running the guest.
+ * Rate:    WPS = 0 writes as fast as it can.  Otherwise write i+1 waits for
+ *          the TSC deadline of write i plus INTERVAL + INTERVAL_FRAC/2^32
+ *          ticks.  When the writer lags its schedule by more than BACKLOG
+ *          ticks (a long exit, preemption), the schedule restarts from now
+ *          (RESETS counts it), so it never bursts to catch up more than
+ *          BACKLOG worth of writes.
+ * Warm-up: with WARM = 1, before the first command the guest stores
+ *          KVMH_WARM_TAG in every page of its region, bracketing the pass
+ *          with TSC stamps WARM_BEGIN and WARM_END.
+ *
+ * Registers while running:
+ *   rdi ctl   r8 counter   r9 base   r10 npages   r12 gen   r13 PRNG state
+ *   r14 deadline   esi deadline fraction   rbx sequential cursor
+ *   rbp GOLDEN   r11 MIX1   r15 MIX2   rax rcx rdx scratch
+ */
+#include "layout.h"
+
+        .text
+        .code64
+        .globl kvmh_guest_entry
+kvmh_guest_entry:
+        movq    $KVMH_STATE_WARMING, KVMH_CTL_STATE(%rdi)
+        cmpq    $0, KVMH_CTL_WARM(%rdi)
+        je      reload
+        rdtsc
+        shlq    $32, %rdx
+        orq     %rdx, %rax
+        movq    %rax, KVMH_CTL_WARM_BEGIN(%rdi)
+        movq    KVMH_CTL_BASE(%rdi), %r9
+        movq    KVMH_CTL_NPAGES(%rdi), %r10
+        movabsq $KVMH_WARM_TAG, %rcx
+warm_loop:
+        movq    %rcx, (%r9)
+        addq    $KVMH_PAGE_SIZE, %r9
+        decq    %r10
+        jnz     warm_loop
+        rdtsc
+        shlq    $32, %rdx
+        orq     %rdx, %rax
+        movq    %rax, KVMH_CTL_WARM_END(%rdi)
+
+reload:
+        movq    KVMH_CTL_GEN(%rdi), %r12
+        movq    KVMH_CTL_COUNTER(%rdi), %rax
+        movq    %rax, KVMH_CTL_SEEN_COUNTER(%rdi)
+        movq    %r12, KVMH_CTL_SEEN_GEN(%rdi)
+        movq    KVMH_CTL_CMD(%rdi), %rax
+        cmpq    $KVMH_CMD_RUN, %rax
+        je      start_run
+        cmpq    $KVMH_CMD_EXIT, %rax
+        je      do_exit
+        movq    $KVMH_STATE_HELD, KVMH_CTL_STATE(%rdi)
+        movq    $KVMH_EVENT_HELD, %rax
+        movabsq $KVMH_DOORBELL_GPA, %rdx
+        movq    %rax, (%rdx)
+        jmp     reload
+
+do_exit:
+        movq    $KVMH_STATE_EXITED, KVMH_CTL_STATE(%rdi)
+        movq    $KVMH_EVENT_EXITED, %rax
+        movabsq $KVMH_DOORBELL_GPA, %rdx
+        movq    %rax, (%rdx)
+        jmp     do_exit
+
+start_run:
+        movq    KVMH_CTL_COUNTER(%rdi), %r8
+        movq    KVMH_CTL_BASE(%rdi), %r9
+        movq    KVMH_CTL_NPAGES(%rdi), %r10
+        movabsq $KVMH_GOLDEN, %rbp
+        movabsq $KVMH_MIX1, %r11
+        movabsq $KVMH_MIX2, %r15
+        /* PRNG state = SEED + COUNTER * GOLDEN: the next write adds GOLDEN. */
+        movq    %r8, %r13
+        imulq   %rbp, %r13
+        addq    KVMH_CTL_SEED(%rdi), %r13
+        /* sequential cursor = COUNTER mod NPAGES */
+        movq    %r8, %rax
+        xorl    %edx, %edx
+        divq    %r10
+        movq    %rdx, %rbx
+        /* the schedule starts now */
+        rdtsc
+        shlq    $32, %rdx
+        orq     %rdx, %rax
+        movq    %rax, %r14
+        xorl    %esi, %esi
+        movq    $KVMH_STATE_RUNNING, KVMH_CTL_STATE(%rdi)
+        cmpq    $KVMH_PATTERN_SEQUENTIAL, KVMH_CTL_PATTERN(%rdi)
+        je      start_sequential
+        cmpq    $0, KVMH_CTL_WPS(%rdi)
+        je      random_fast
+        jmp     random_paced
+start_sequential:
+        cmpq    $0, KVMH_CTL_WPS(%rdi)
+        je      sequential_fast
+        jmp     sequential_paced
+
+/* page number of the next random write -> %rdx */
+.macro PICK_RANDOM
+        addq    %rbp, %r13
+        movq    %r13, %rax
+        movq    %rax, %rcx
+        shrq    $30, %rcx
+        xorq    %rcx, %rax
+        imulq   %r11, %rax
+        movq    %rax, %rcx
+        shrq    $27, %rcx
+        xorq    %rcx, %rax
+        imulq   %r15, %rax
+        movq    %rax, %rcx
+        shrq    $31, %rcx
+        xorq    %rcx, %rax
+        mulq    %r10
+.endm
+
+/* page number of the next sequential write -> %rdx */
+.macro PICK_SEQUENTIAL
+        movq    %rbx, %rdx
+        incq    %rbx
+        xorl    %ecx, %ecx
+        cmpq    %r10, %rbx
+        cmoveq  %rcx, %rbx
+.endm
+
+/* store the tag in page %rdx, publish the counter, reread on a new GEN */
+.macro WRITE_PAGE
+        shlq    $KVMH_PAGE_SHIFT, %rdx
+        incq    %r8
+        movq    %r8, (%r9,%rdx)
+        movq    %r8, KVMH_CTL_COUNTER(%rdi)
+        cmpq    KVMH_CTL_GEN(%rdi), %r12
+        jne     reload
+.endm
+
+/* wait for the deadline of the next write, then move the deadline on */
+.macro PACE
+1:
+        cmpq    KVMH_CTL_GEN(%rdi), %r12
+        jne     reload
+        rdtsc
+        shlq    $32, %rdx
+        orq     %rdx, %rax
+        movq    %rax, %rcx
+        subq    %r14, %rcx
+        js      1b
+        cmpq    KVMH_CTL_BACKLOG(%rdi), %rcx
+        jbe     2f
+        movq    %rax, %r14
+        incq    KVMH_CTL_RESETS(%rdi)
+2:
+        addl    KVMH_CTL_INTERVAL_FRAC(%rdi), %esi
+        adcq    KVMH_CTL_INTERVAL(%rdi), %r14
+.endm
+
+        .p2align 4
+random_fast:
+        PICK_RANDOM
+        WRITE_PAGE
+        jmp     random_fast
+
+        .p2align 4
+random_paced:
+        PACE
+        PICK_RANDOM
+        WRITE_PAGE
+        jmp     random_paced
+
+        .p2align 4
+sequential_fast:
+        PICK_SEQUENTIAL
+        WRITE_PAGE
+        jmp     sequential_fast
+
+        .p2align 4
+sequential_paced:
+        PACE
+        PICK_SEQUENTIAL
+        WRITE_PAGE
+        jmp     sequential_paced
+
+        .globl kvmh_guest_end
+kvmh_guest_end:

@@ -1,0 +1,291 @@
+"""MicroVm: a VM with a control slot, a data slot and N vCPUs running the
+guest writer, ready to be measured.
+
+Guest physical map (guest/layout.h):
+    0x0000_0000  control slot (memslot 0): page tables, guest code, one
+                 control block per vCPU
+    0xC000_0000  MMIO doorbell: mapped by the guest, backed by no memslot
+    0x1_0000_0000 data slot (memslot 1): the writer's region, split into
+                 disjoint, equal slices, one per vCPU
+"""
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import guest, paging, uapi_setup
+from ._native import lib
+from .errors import CapabilityMissing, GuestError, HarnessError, UsageError
+from .kvm import Kvm, uapi
+from .kvm.system import DEFAULT_DEVICE
+from .memory import Mapping, check_host_can_back
+from .replay import WriterLog, WriterStream, splitmix64
+from .vcpu_thread import VcpuThread, install_kick_handler
+
+CONTROL_SLOT, DATA_SLOT = 0, 1
+MIN_DATA = 64 << 20
+BACKLOG_SECONDS = 0.010  # lag after which the writer's schedule restarts
+ACK_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    """What to build.  `mem` is the data slot in bytes (a multiple of 4 KiB)."""
+
+    mem: int
+    vcpus: int = 1
+    seed: int = 1
+    warm: bool = True  # touch every page once before the first command
+    prefault: bool = False  # MADV_POPULATE_WRITE the data slot before boot
+    dirty_ring_entries: int = 0  # per vCPU; 0: no dirty ring (bitmap logging)
+    device: str = DEFAULT_DEVICE
+
+
+def vcpu_seed(seed, vcpu):
+    """Each vCPU's PRNG seed: SplitMix64 of its index, so streams never overlap."""
+    return int(splitmix64(np.array([vcpu], dtype=np.uint64), seed)[0])
+
+
+def vcpu_region(slot_pages, vcpus, vcpu):
+    """(first page, pages) of vCPU `vcpu`'s slice of the data slot."""
+    first = slot_pages * vcpu // vcpus
+    return first, slot_pages * (vcpu + 1) // vcpus - first
+
+
+def max_vcpus(kvm):
+    """KVM's hard limit (KVM_CAP_MAX_VCPUS, else NR_VCPUS, else 4 as the API
+    documentation says), capped by the control blocks we have room for."""
+    limit = kvm.check_extension("KVM_CAP_MAX_VCPUS") or kvm.check_extension("KVM_CAP_NR_VCPUS") or 4
+    return min(limit, guest.MAX_VCPUS)
+
+
+class MicroVm:
+    """Owns every fd, mapping and thread of one VM; close() (or `with`)
+    releases them in reverse order of creation."""
+
+    def __init__(self, config):
+        self.config = config
+        self._validate(config)
+        self._stack = contextlib.ExitStack()
+        try:
+            self._build(config)
+        except BaseException:
+            self._stack.close()
+            raise
+        self._closed = False
+
+    # ---- construction ------------------------------------------------------
+    @staticmethod
+    def _validate(config):
+        if config.mem < MIN_DATA:
+            raise UsageError(f"the data slot must be at least {MIN_DATA >> 20} MiB")
+        if config.mem % guest.PAGE_SIZE:
+            raise UsageError("the data slot size must be a multiple of 4 KiB")
+        if config.mem + lib.KVMH_DATA_GPA > paging.MAX_MAPPED:
+            raise UsageError("the data slot cannot exceed 508 GiB")
+        if config.vcpus < 1:
+            raise UsageError("a VM needs at least one vCPU")
+        if not 0 <= config.seed < 1 << 64:
+            raise UsageError("the seed must be an unsigned 64-bit number")
+
+    def _build(self, config):
+        kvm = self.kvm = self._stack.enter_context(Kvm(config.device))
+        kvm.require()
+        limit = max_vcpus(kvm)
+        if config.vcpus > limit:
+            raise UsageError(f"{config.vcpus} vCPUs asked, but KVM allows at most {limit} here")
+        self.slot_pages = config.mem // guest.PAGE_SIZE
+        if self.slot_pages // config.vcpus < 1:
+            raise UsageError("fewer pages than vCPUs")
+
+        tables = paging.build(lib.KVMH_PD_GPA, lib.KVMH_DATA_GPA, config.mem)
+        control_size = -(-tables.end // paging.SIZE_2M) * paging.SIZE_2M
+        tables = paging.build(control_size, lib.KVMH_DATA_GPA, config.mem)
+        check_host_can_back(config.mem + control_size)
+
+        vm = self.vm = self._stack.enter_context(kvm.create_vm())
+        self.ring = None
+        if config.dirty_ring_entries:
+            self.ring = uapi_setup.enable_dirty_ring(vm, kvm, config.dirty_ring_entries)
+
+        self.control = self._stack.enter_context(Mapping(control_size))
+        self.data = self._stack.enter_context(Mapping(config.mem))
+        if config.prefault:
+            self.data.populate_write()
+        vm.set_user_memory_region(CONTROL_SLOT, 0, control_size, self.control.addr)
+        self.data_flags = 0
+        vm.set_user_memory_region(DATA_SLOT, lib.KVMH_DATA_GPA, config.mem, self.data.addr)
+
+        tables.write_into(self.control)
+        self.control.write(lib.KVMH_CODE_GPA, guest.guest_image())
+        self.controls = []
+        self.logs = []
+        for k in range(config.vcpus):
+            ctl = guest.ControlBlock.from_address(self.control.addr + guest.control_block_gpa(k))
+            first, npages = vcpu_region(self.slot_pages, config.vcpus, k)
+            seed = vcpu_seed(config.seed, k)
+            ctl.seed, ctl.npages = seed, npages
+            ctl.base = lib.KVMH_DATA_GPA + first * guest.PAGE_SIZE
+            ctl.pattern = guest.PATTERNS["random"]
+            ctl.cmd = guest.CMD_HOLD
+            ctl.warm = 1 if config.warm else 0
+            self.controls.append(ctl)
+            self.logs.append(WriterLog(((0, WriterStream(seed, first, npages, "random")),)))
+
+        cpuid = kvm.get_supported_cpuid()
+        self.vcpus = []
+        for k in range(config.vcpus):
+            vcpu = self._stack.enter_context(vm.create_vcpu(k))
+            vcpu.set_cpuid2(cpuid)
+            uapi_setup.enter_long_mode_cpl3(vcpu, lib.KVMH_PML4_GPA)
+            uapi_setup.set_entry(vcpu, lib.KVMH_CODE_GPA, guest.control_block_gpa(k))
+            self.vcpus.append(vcpu)
+        self.tsc_khz = self.vcpus[0].get_tsc_khz()
+        if self.tsc_khz <= 0:
+            raise CapabilityMissing("KVM_GET_TSC_KHZ returned no TSC frequency")
+
+        self.cond = threading.Condition()
+        self.threads = []
+        self._stack.callback(self._stop_threads)
+
+    # ---- lifecycle ---------------------------------------------------------
+    def start(self):
+        """Start the vCPUs: the guest warms its region up, then holds."""
+        install_kick_handler()
+        for vcpu, ctl in zip(self.vcpus, self.controls):
+            thread = VcpuThread(
+                vcpu, ctl, self.cond, lib.KVMH_DOORBELL_GPA,
+                on_ring_full=self.ring.on_ring_full if self.ring else None,
+            )
+            self.threads.append(thread)
+            thread.start()
+        return self
+
+    def wait_ready(self, timeout=None):
+        """Wait for every vCPU to finish its warm-up; returns the warm-up
+        time in seconds (the slowest vCPU's, from the guest's TSC stamps)."""
+        if timeout is None:
+            timeout = 30.0 + self.config.mem / (50 << 20)  # 50 MiB/s is very slow
+        self._wait(lambda c: c.state == lib.KVMH_STATE_HELD and c.seen_gen == c.gen, timeout,
+                   "finish its warm-up")
+        if not self.config.warm:
+            return 0.0
+        return max((c.warm_end - c.warm_begin) for c in self.controls) / (self.tsc_khz * 1e3)
+
+    def close(self):
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._stack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _stop_threads(self):
+        stuck = [t.name for t in self.threads if not t.stop()]
+        if stuck:
+            raise HarnessError(f"vCPU threads did not stop: {', '.join(stuck)}")
+
+    # ---- writer control -----------------------------------------------------
+    def vcpu_ids(self, vcpu=None):
+        if vcpu is None:
+            return list(range(len(self.vcpus)))
+        if not 0 <= vcpu < len(self.vcpus):
+            raise UsageError(f"no vCPU {vcpu}: this VM has {len(self.vcpus)}")
+        return [vcpu]
+
+    def set_writer(self, *, cmd=None, wps=None, pattern=None, vcpu=None):
+        """Change the writer of one vCPU (or all) and wait until the guest has
+        taken the change up.  Pattern changes are logged with the exact
+        counter at which they took effect, so replay stays exact."""
+        ids = self.vcpu_ids(vcpu)
+        if wps is not None and (wps < 0 or wps > 10**12):
+            raise UsageError("writes/s must be between 0 (unlimited) and 10^12")
+        if pattern is not None and pattern not in guest.PATTERNS:
+            raise UsageError(f"pattern must be one of {', '.join(guest.PATTERNS)}")
+        self.check()
+        with self.cond:
+            for k in ids:
+                ctl = self.controls[k]
+                if wps is not None:
+                    ctl.wps = int(wps)
+                    if wps:
+                        fixed = ((self.tsc_khz * 1000) << 32) // int(wps)
+                        ctl.interval, ctl.interval_frac = fixed >> 32, fixed & 0xFFFFFFFF
+                    ctl.backlog = int(self.tsc_khz * 1000 * BACKLOG_SECONDS)
+                if pattern is not None:
+                    ctl.pattern = guest.PATTERNS[pattern]
+                if cmd is not None:
+                    ctl.cmd = cmd
+                ctl.gen += 1
+            self.cond.notify_all()
+        self._wait(lambda c: c.seen_gen == c.gen, ACK_TIMEOUT, "take up the new command", ids)
+        if pattern is not None:
+            for k in ids:
+                last = self.logs[k].segments[-1][1]
+                if last.pattern != pattern:
+                    stream = WriterStream(last.seed, last.first_page, last.npages, pattern)
+                    self.logs[k] = self.logs[k].then(self.controls[k].seen_counter, stream)
+
+    def run_writer(self, wps=0, pattern=None, vcpu=None):
+        self.set_writer(cmd=guest.CMD_RUN, wps=wps, pattern=pattern, vcpu=vcpu)
+
+    def hold(self, vcpu=None):
+        """Stop writing; returns once every counter is frozen."""
+        self.set_writer(cmd=guest.CMD_HOLD, vcpu=vcpu)
+        self._wait(lambda c: c.state == lib.KVMH_STATE_HELD, ACK_TIMEOUT, "hold", self.vcpu_ids(vcpu))
+
+    def counters(self):
+        """Writes done so far by each vCPU (read from shared memory, no exit)."""
+        return [c.counter for c in self.controls]
+
+    def counter_total(self):
+        return sum(c.counter for c in self.controls)
+
+    def _wait(self, done, timeout, what, ids=None):
+        ids = self.vcpu_ids() if ids is None else ids
+        deadline = time.monotonic() + timeout
+        pause = 20e-6
+        while not all(done(self.controls[k]) for k in ids):
+            self.check()
+            for k in ids:
+                if self.threads and self.threads[k].exited:
+                    raise HarnessError(f"vCPU {k} has stopped running")
+            if time.monotonic() > deadline:
+                states = ", ".join(guest.STATES.get(self.controls[k].state, "?") for k in ids)
+                raise HarnessError(f"the guest did not {what} within {timeout:.0f} s (states: {states})")
+            time.sleep(pause)
+            pause = min(pause * 2, 2e-3)
+
+    def check(self):
+        """Raise the first fault any vCPU thread has met."""
+        for t in self.threads:
+            if t.fault is not None:
+                fault, t.fault = t.fault, None
+                if isinstance(fault, HarnessError):
+                    raise fault
+                raise HarnessError(f"vCPU thread {t.name} failed: {fault!r}") from fault
+
+    # ---- memory ---------------------------------------------------------------
+    def set_dirty_logging(self, enabled):
+        """Turn KVM_MEM_LOG_DIRTY_PAGES on or off for the data slot."""
+        flags = uapi.KVM_MEM_LOG_DIRTY_PAGES if enabled else 0
+        if flags != self.data_flags:
+            self.vm.set_user_memory_region(
+                DATA_SLOT, lib.KVMH_DATA_GPA, self.config.mem, self.data.addr, flags
+            )
+            self.data_flags = flags
+
+    def data_words(self):
+        """The data slot as a uint64 array (a view: valid until close)."""
+        words = self.data.array(np.ctypeslib.ctypes.c_uint64, self.config.mem // 8)
+        return np.ctypeslib.as_array(words)
+
+    def page_tags(self):
+        """The tag (first 8 bytes) of every data-slot page, as a copy."""
+        return self.data_words()[:: guest.PAGE_SIZE // 8].copy()

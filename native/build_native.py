@@ -1,0 +1,57 @@
+"""cffi API-mode build of kvmharness._native (run by setup.py's cffi_modules).
+
+The guest (guest/writer.S) is assembled here with the system gcc and linked
+into the extension, so that `pip install .` builds everything in one step and
+an installed package can never carry a guest image older than its code.
+Constants of guest/layout.h are exported to Python by name, so host and
+guest share one definition of the memory layout and the control block.
+"""
+
+import os
+import re
+import subprocess
+import tempfile
+
+from cffi import FFI
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NATIVE = os.path.join(ROOT, "native")
+GUEST = os.path.join(ROOT, "guest")
+
+
+def _layout_constants():
+    with open(os.path.join(GUEST, "layout.h")) as f:
+        names = re.findall(r"^#define\s+(KVMH_[A-Z0-9_]+)\s+\S", f.read(), re.M)
+    return [n for n in names if n != "KVMH_LAYOUT_H"]
+
+
+def _assemble_guest():
+    out_dir = tempfile.mkdtemp(prefix="kvmh-guest-")
+    obj = os.path.join(out_dir, "writer.o")
+    subprocess.check_call(
+        ["gcc", "-c", "-I", GUEST, os.path.join(GUEST, "writer.S"), "-o", obj]
+    )
+    return obj
+
+
+def _cdef():
+    with open(os.path.join(NATIVE, "kvmh.h")) as f:
+        header = f.read()
+    decls = re.findall(r"^[a-z].*\);$", header, re.M)
+    consts = [f"#define {name} ..." for name in _layout_constants()]
+    return "\n".join(decls + consts)
+
+
+ffi = FFI()
+ffi.cdef(_cdef())
+ffi.set_source(
+    "kvmharness._native",
+    '#include "kvmh.h"\n#include "layout.h"\n',
+    sources=[os.path.relpath(os.path.join(NATIVE, "kvmh.c"), ROOT)],
+    include_dirs=[NATIVE, GUEST],
+    extra_objects=[_assemble_guest()],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],
+)
+
+if __name__ == "__main__":
+    ffi.compile(verbose=True)

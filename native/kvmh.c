@@ -1,0 +1,39 @@
+/*
+ * kvmharness native helper, built by cffi (API mode) during `pip install`.
+ *
+ * Why native: the guest image is assembled from guest/writer.S and linked in
+ * here, so an installed package carries the exact code it was built with;
+ * and a vCPU thread is kicked out of KVM_RUN with a signal whose handler must
+ * be a plain C no-op installed without SA_RESTART (a Python-level handler
+ * would only ever run on the main thread).
+ */
+#include <signal.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "kvmh.h"
+
+extern const unsigned char kvmh_guest_entry[];
+extern const unsigned char kvmh_guest_end[];
+
+size_t kvmh_guest_image(const unsigned char **image)
+{
+    *image = kvmh_guest_entry;
+    return (size_t)(kvmh_guest_end - kvmh_guest_entry);
+}
+
+static void kvmh_kick_noop(int signo)
+{
+    (void)signo;
+}
+
+int kvmh_install_kick_handler(int signo)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = kvmh_kick_noop;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;            /* no SA_RESTART: KVM_RUN must see EINTR */
+    return sigaction(signo, &sa, NULL);
+}

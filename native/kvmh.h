@@ -1,0 +1,10 @@
+/* Declarations of the native helper; also fed to cffi's cdef. */
+#ifndef KVMH_H
+#define KVMH_H
+#include <stddef.h>
+#include <stdint.h>
+
+size_t kvmh_guest_image(const unsigned char **image);
+int kvmh_install_kick_handler(int signo);
+
+#endif
