@@ -39,7 +39,7 @@ class VmConfig:
     vcpus: int = 1
     seed: int = 1
     warm: bool = True  # touch every page once before the first command
-    prefault: bool = False  # MADV_POPULATE_WRITE the data slot before boot
+    prefault: bool = True  # MADV_POPULATE_WRITE the data slot before boot
     dirty_ring_entries: int = 0  # per vCPU; 0: no dirty ring (bitmap logging)
     device: str = DEFAULT_DEVICE
 
@@ -55,11 +55,15 @@ def vcpu_region(slot_pages, vcpus, vcpu):
     return first, slot_pages * (vcpu + 1) // vcpus - first
 
 
-def max_vcpus(kvm):
-    """KVM's hard limit (KVM_CAP_MAX_VCPUS, else NR_VCPUS, else 4 as the API
-    documentation says), capped by the control blocks we have room for."""
+def check_vcpu_count(kvm, vcpus):
+    """Refuse more vCPUs than KVM's hard limit (KVM_CAP_MAX_VCPUS, else
+    NR_VCPUS, else 4 as the API documentation says) or than we have control
+    blocks for."""
     limit = kvm.check_extension("KVM_CAP_MAX_VCPUS") or kvm.check_extension("KVM_CAP_NR_VCPUS") or 4
-    return min(limit, guest.MAX_VCPUS)
+    if vcpus > limit:
+        raise UsageError(f"{vcpus} vCPUs asked, but this host's KVM allows at most {limit}")
+    if vcpus > guest.MAX_VCPUS:
+        raise UsageError(f"{vcpus} vCPUs asked, but kvmharness supports at most {guest.MAX_VCPUS}")
 
 
 class MicroVm:
@@ -94,9 +98,7 @@ class MicroVm:
     def _build(self, config):
         kvm = self.kvm = self._stack.enter_context(Kvm(config.device))
         kvm.require()
-        limit = max_vcpus(kvm)
-        if config.vcpus > limit:
-            raise UsageError(f"{config.vcpus} vCPUs asked, but KVM allows at most {limit} here")
+        check_vcpu_count(kvm, config.vcpus)
         self.slot_pages = config.mem // guest.PAGE_SIZE
         if self.slot_pages // config.vcpus < 1:
             raise UsageError("fewer pages than vCPUs")

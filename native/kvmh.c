@@ -5,10 +5,12 @@
  * here, so an installed package carries the exact code it was built with;
  * and a vCPU thread is kicked out of KVM_RUN with a signal whose handler must
  * be a plain C no-op installed without SA_RESTART (a Python-level handler
- * would only ever run on the main thread).
+ * would only ever run on the main thread).  The benchmark also runs the very
+ * same guest loop in a host process, to compare guest and host speed.
  */
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "kvmh.h"
@@ -20,6 +22,17 @@ size_t kvmh_guest_image(const unsigned char **image)
 {
     *image = kvmh_guest_entry;
     return (size_t)(kvmh_guest_end - kvmh_guest_entry);
+}
+
+void kvmh_guest_run_on_host(void *control_block)
+{
+    /* The guest entry takes the control block in %rdi, like a C function's
+     * first argument.  It never returns: it clobbers callee-saved registers
+     * and loops until the process is killed, so only a throwaway (forked)
+     * process may call this. */
+    void (*entry)(void *) = (void (*)(void *))(uintptr_t)kvmh_guest_entry;
+    entry(control_block);
+    __builtin_unreachable();
 }
 
 static void kvmh_kick_noop(int signo)

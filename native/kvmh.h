@@ -6,5 +6,6 @@
 
 size_t kvmh_guest_image(const unsigned char **image);
 int kvmh_install_kick_handler(int signo);
+void kvmh_guest_run_on_host(void *control_block);
 
 #endif

@@ -7,7 +7,7 @@ from ..errors import CapabilityMissing, KvmIoctlError, KvmUnavailable
 from . import uapi
 from .ioctl import close_fd, ioctl
 
-DEFAULT_DEVICE = "/dev/kvm"
+DEFAULT_DEVICE = os.environ.get("KVMHARNESS_DEVICE", "/dev/kvm")  # for tests of a missing device
 
 # What the harness cannot work without, with the reason a user is told.
 REQUIRED_CAPS = {

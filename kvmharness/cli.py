@@ -1,0 +1,152 @@
+"""The `kvmharness` command.
+
+Every user mistake and every fault ends in one line on stderr and a non-zero
+exit: 2 for bad arguments (argparse's convention), 1 for errors met while
+running, 130 / 143 after SIGINT / SIGTERM (the VM torn down first).
+"""
+
+import argparse
+import json
+import signal
+import sys
+
+from . import units
+from .errors import HarnessError, UsageError
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; unwinds like KeyboardInterrupt so every `with` closes."""
+
+
+def _arg(parser):
+    """Wrap a units parser so argparse reports its message as a usage error."""
+
+    def convert(text):
+        try:
+            return parser(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = parser.__name__.replace("parse_", "")
+    return convert
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: use a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be at least 1")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: use a whole number") from None
+    if not 0 <= value < 1 << 64:
+        raise argparse.ArgumentTypeError("the seed must fit in 64 bits")
+    return value
+
+
+def add_vm_arguments(p, wps_default="3M"):
+    """Arguments every command that builds a VM takes."""
+    p.add_argument("--mem", type=_arg(units.parse_size), default=units.parse_size("1GiB"),
+                   help="data slot size, e.g. 512MiB, 1GiB, 4G (default 1GiB)")
+    p.add_argument("--wps", type=_arg(units.parse_rate), default=units.parse_rate(wps_default),
+                   help=f"writes per second per vCPU, e.g. 3M, 250k, 0 = unlimited (default {wps_default})")
+    p.add_argument("--vcpus", type=_positive_int, default=1, help="vCPUs, each writing its own slice")
+    p.add_argument("--pattern", choices=["random", "sequential"], default="random")
+    p.add_argument("--seed", type=_seed, default=1, help="PRNG seed of the writer (default 1)")
+    p.add_argument("--no-prefault", dest="prefault", action="store_false",
+                   help="do not populate the data slot (MADV_POPULATE_WRITE) before boot; "
+                        "the warm-up then pays for host page allocation")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="kvmharness",
+        description="Measure how fast a KVM guest dirties its memory, straight on /dev/kvm.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("probe", help="describe this KVM host and calibrate the guest")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_probe)
+
+    p = sub.add_parser("run", help="run the guest writer and report writes/s per vCPU")
+    add_vm_arguments(p)
+    p.add_argument("--duration", type=_arg(units.parse_duration), default=2.0,
+                   help="how long to write after the warm-up, e.g. 500ms, 2s (default 2s)")
+    p.set_defaults(handler=cmd_run)
+    return parser
+
+
+def cmd_probe(args):
+    from .probe import probe
+
+    report = probe()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 0
+    print(f"host kind:        {report.host_kind} ({report.cpu_model})")
+    print(f"kernel:           {report.kernel}")
+    print(f"KVM API version:  {report.api_version}")
+    print(f"TSC:              {report.tsc_khz} kHz")
+    print(f"dirty ring max:   {report.dirty_ring_max_entries} entries per vCPU")
+    for name, value in report.caps.items():
+        print(f"  {name:<36} {value}")
+    print(f"guest loop rate:  {units.format_rate(report.loop_writes_per_second)}writes/s "
+          f"(random, {64} MiB, unthrottled)")
+    print(f"first write to a clean page under dirty logging: {report.first_write_us:.2f} us")
+    return 0
+
+
+def cmd_run(args):
+    from .writer_run import run
+
+    if args.duration <= 0:
+        raise UsageError("the duration must be more than 0")
+    result = run(args.mem, args.wps, args.duration, args.vcpus, args.pattern, args.seed, args.prefault)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    target = "unlimited" if not args.wps else f"{units.format_rate(args.wps)}writes/s per vCPU"
+    print(f"{args.mem >> 20} MiB, {args.vcpus} vCPU(s), {args.pattern}, target {target}")
+    print(f"warm-up: {result.warmup_seconds * 1e3:.1f} ms (every page touched once)")
+    for r in result.per_vcpu:
+        print(f"  vCPU {r.vcpu}: {units.format_rate(r.writes_per_second)}writes/s ({r.writes} writes)")
+    print(f"total: {units.format_rate(result.writes_per_second)}writes/s over {result.seconds:.3f} s")
+    return 0
+
+
+def _on_sigterm(signo, frame):
+    raise Terminated()
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return args.handler(args)
+    except UsageError as e:
+        parser.exit(2, f"kvmharness: error: {e}\n")
+    except HarnessError as e:
+        print(f"kvmharness: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kvmharness: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("kvmharness: terminated", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""`probe`: what this KVM host is and what it costs to measure on it.
+
+The calibrations matter for interpreting every result: the guest's native
+loop rate proves the guest is not emulated, and the cost of the first write
+to a clean page under dirty logging is what slows a writer while bitmap or
+ring tracking is on (platform-notes.md).
+"""
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass, field
+
+from .machine import MicroVm, VmConfig
+from .kvm import Kvm, uapi
+from .kvm.system import DEFAULT_DEVICE
+
+CAPS = [
+    "KVM_CAP_USER_MEMORY",
+    "KVM_CAP_EXT_CPUID",
+    "KVM_CAP_SYNC_MMU",
+    "KVM_CAP_GET_TSC_KHZ",
+    "KVM_CAP_IMMEDIATE_EXIT",
+    "KVM_CAP_NR_VCPUS",
+    "KVM_CAP_MAX_VCPUS",
+    "KVM_CAP_NR_MEMSLOTS",
+    "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2",
+    "KVM_CAP_DIRTY_LOG_RING",
+    "KVM_CAP_DIRTY_LOG_RING_ACQ_REL",
+]
+CALIBRATION_MEM = 64 << 20
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    host_kind: str  # vmx | svm | nested
+    cpu_model: str
+    kernel: str
+    api_version: int
+    caps: dict = field(default_factory=dict)
+    dirty_ring_max_entries: int = 0
+    tsc_khz: int = 0
+    loop_writes_per_second: float = 0.0
+    first_write_us: float = 0.0
+
+    def to_json(self):
+        return {
+            "host-kind": self.host_kind,
+            "cpu-model": self.cpu_model,
+            "kernel": self.kernel,
+            "api-version": self.api_version,
+            "capabilities": self.caps,
+            "dirty-ring-max-entries": self.dirty_ring_max_entries,
+            "tsc-khz": self.tsc_khz,
+            "calibration": {
+                "loop-writes-per-second": round(self.loop_writes_per_second, 1),
+                "first-write-under-dirty-logging-us": round(self.first_write_us, 3),
+            },
+        }
+
+
+def host_kind():
+    """vmx / svm: hardware virtualization; nested: KVM without it (kvm_pvm)."""
+    flags, model = set(), "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+    for kind in ("vmx", "svm"):
+        if kind in flags:
+            return kind, model
+    return "nested", model
+
+
+def calibrate_loop_rate(vm, seconds=0.3):
+    """Unthrottled random writes over the VM's region, writes/s."""
+    vm.run_writer(0, "random")
+    t0, c0 = time.perf_counter(), vm.counter_total()
+    time.sleep(seconds)
+    c1, t1 = vm.counter_total(), time.perf_counter()
+    vm.hold()
+    return (c1 - c0) / (t1 - t0)
+
+
+def calibrate_first_write(vm, loop_rate):
+    """Seconds per first write to a clean page under dirty logging: one
+    sequential pass over a freshly write-protected region, less what the
+    same number of writes costs without faults."""
+    npages = vm.slot_pages
+    vm.set_dirty_logging(True)
+    try:
+        target = vm.counter_total() + npages
+        vm.run_writer(0, "sequential")
+        t0 = time.perf_counter()
+        while vm.counter_total() < target:
+            pass
+        elapsed = time.perf_counter() - t0
+        vm.hold()
+    finally:
+        vm.set_dirty_logging(False)
+    return max(elapsed - npages / loop_rate, 0.0) / npages
+
+
+def probe(device=DEFAULT_DEVICE, calibrate=True):
+    kind, model = host_kind()
+    with Kvm(device) as kvm:
+        caps = {name: kvm.check_extension(name) for name in CAPS}
+        version = kvm.get_api_version()
+    ring_bytes = max(caps["KVM_CAP_DIRTY_LOG_RING_ACQ_REL"], caps["KVM_CAP_DIRTY_LOG_RING"])
+    report = dict(
+        host_kind=kind,
+        cpu_model=model,
+        kernel=os.uname().release,
+        api_version=version,
+        caps=caps,
+        dirty_ring_max_entries=ring_bytes // ctypes.sizeof(uapi.kvm_dirty_gfn),
+    )
+    if calibrate:
+        with MicroVm(VmConfig(mem=CALIBRATION_MEM, device=device)) as vm:
+            vm.start()
+            vm.wait_ready()
+            loop = calibrate_loop_rate(vm)
+            first = calibrate_first_write(vm, loop)
+            report.update(tsc_khz=vm.tsc_khz, loop_writes_per_second=loop, first_write_us=first * 1e6)
+    return ProbeReport(**report)
+

@@ -1,0 +1,65 @@
+"""`run`: drive the guest writer for a while and report what it achieved."""
+
+import time
+from dataclasses import dataclass
+
+from .machine import MicroVm, VmConfig
+
+
+@dataclass(frozen=True)
+class VcpuRate:
+    vcpu: int
+    writes: int
+    writes_per_second: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    mem: int
+    vcpus: int
+    target_wps: int  # per vCPU, 0 = unlimited
+    pattern: str
+    warmup_seconds: float
+    seconds: float  # the measured interval, host clock
+    per_vcpu: tuple  # VcpuRate
+    writes: int
+    writes_per_second: float
+
+    def to_json(self):
+        return {
+            "mem": self.mem,
+            "vcpus": self.vcpus,
+            "target-wps": self.target_wps,
+            "pattern": self.pattern,
+            "warmup-seconds": round(self.warmup_seconds, 6),
+            "seconds": round(self.seconds, 6),
+            "writes": self.writes,
+            "writes-per-second": round(self.writes_per_second, 1),
+            "vcpu": [
+                {"id": r.vcpu, "writes": r.writes, "writes-per-second": round(r.writes_per_second, 1)}
+                for r in self.per_vcpu
+            ],
+        }
+
+
+def measure_writer(vm, duration, wps=0, pattern="random"):
+    """Run the writer of a ready VM for `duration` seconds; counters are read
+    from shared memory at both ends of the interval, after the writer is
+    already going, so start-up is not in the figure."""
+    vm.run_writer(wps, pattern)
+    t0, c0 = time.perf_counter(), vm.counters()
+    time.sleep(duration)
+    c1, t1 = vm.counters(), time.perf_counter()
+    vm.hold()
+    seconds = t1 - t0
+    per = tuple(VcpuRate(k, b - a, (b - a) / seconds) for k, (a, b) in enumerate(zip(c0, c1)))
+    return seconds, per
+
+
+def run(mem, wps, duration, vcpus=1, pattern="random", seed=1, prefault=True):
+    with MicroVm(VmConfig(mem=mem, vcpus=vcpus, seed=seed, prefault=prefault)) as vm:
+        vm.start()
+        warm = vm.wait_ready()
+        seconds, per = measure_writer(vm, duration, wps, pattern)
+    writes = sum(r.writes for r in per)
+    return RunResult(mem, vcpus, wps, pattern, warm, seconds, per, writes, writes / seconds)

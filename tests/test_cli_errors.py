@@ -1,0 +1,81 @@
+"""Every user mistake: its message, a non-zero exit, never a traceback."""
+
+import ctypes
+import os
+import stat
+
+import pytest
+
+
+def _fails(result, status, *fragments):
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["run", "--mem", "lots"], "invalid size 'lots'"),
+    (["run", "--mem", "1.5"], "invalid size '1.5'"),
+    (["run", "--duration", "soon"], "invalid duration 'soon'"),
+    (["run", "--wps", "fast"], "invalid rate 'fast'"),
+    (["run", "--vcpus", "0"], "must be at least 1"),
+    (["run", "--pattern", "zigzag"], "invalid choice: 'zigzag'"),
+    (["run", "--duration", "0s"], "the duration must be more than 0"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_malformed_arguments(cli, args, fragment):
+    _fails(cli(*args), 2, fragment)
+
+
+def test_missing_device(cli):
+    result = cli("run", "--mem", "64MiB", env={"KVMHARNESS_DEVICE": "/nonexistent/kvm"})
+    _fails(result, 1, "/nonexistent/kvm does not exist. Is KVM loaded and enabled?")
+
+
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
+
+
+def _drop_dac_capabilities():
+    """In the child before exec: root without the capabilities that bypass
+    file permissions, so permission bits apply to it as to any user."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.mark.kvm
+@pytest.mark.root
+def test_permission_denied(cli, tmp_path):
+    """The real KVM device, through a node of mode 0000, opened by a process
+    that cannot override permissions: EACCES, as for a user outside the kvm
+    group."""
+    node = tmp_path / "kvm"
+    st = os.stat("/dev/kvm")
+    os.mknod(node, 0o000 | stat.S_IFCHR, st.st_rdev)
+    os.chmod(node, 0)
+    result = cli("run", "--mem", "64MiB", env={"KVMHARNESS_DEVICE": str(node)},
+                 preexec_fn=_drop_dac_capabilities)
+    _fails(result, 1, f"permission denied opening {node}", "run as root, or add your user")
+
+
+@pytest.mark.kvm
+def test_more_memory_than_the_host_has(cli):
+    _fails(cli("run", "--mem", "400GiB"), 1, "needs 400.0 GiB but the host has only", "available")
+
+
+def test_slot_too_small_or_unaligned(cli):
+    _fails(cli("run", "--mem", "1MiB"), 2, "at least 64 MiB")
+    _fails(cli("run", "--mem", "67108865"), 2, "multiple of 4 KiB")
+
+
+@pytest.mark.kvm
+def test_more_vcpus_than_kvm_allows(cli):
+    _fails(cli("run", "--mem", "64MiB", "--vcpus", "100000"), 2,
+           "100000 vCPUs asked, but this host's KVM allows at most")
+
+
+@pytest.mark.kvm
+def test_more_vcpus_than_we_support(cli):
+    _fails(cli("run", "--mem", "64MiB", "--vcpus", "65"), 2, "kvmharness supports at most 64")
