@@ -82,6 +82,18 @@ def build_parser():
     p.add_argument("--duration", type=_arg(units.parse_duration), default=2.0,
                    help="how long to write after the warm-up, e.g. 500ms, 2s (default 2s)")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("calc-dirty-rate", help="measure the guest's dirty page rate, as QEMU's calc-dirty-rate")
+    add_vm_arguments(p)
+    p.add_argument("--calc-time", type=int, required=True, help="window length, in --calc-time-unit")
+    p.add_argument("--calc-time-unit", choices=["second", "millisecond"], default="second")
+    p.add_argument("--mode", choices=["page-sampling", "dirty-bitmap", "dirty-ring"], default="page-sampling")
+    p.add_argument("--sample-pages", type=int, help="pages sampled per GiB (page-sampling; default 512)")
+    p.add_argument("--dirty-ring-size", type=_positive_int,
+                   help="dirty ring entries per vCPU (default: the host's maximum, in dirty-ring mode)")
+    p.add_argument("--settle", type=_arg(units.parse_duration), default=0.2,
+                   help="how long the writer runs before the window opens (default 200ms)")
+    p.set_defaults(handler=cmd_calc_dirty_rate)
     return parser
 
 
@@ -120,6 +132,29 @@ def cmd_run(args):
     for r in result.per_vcpu:
         print(f"  vCPU {r.vcpu}: {units.format_rate(r.writes_per_second)}writes/s ({r.writes} writes)")
     print(f"total: {units.format_rate(result.writes_per_second)}writes/s over {result.seconds:.3f} s")
+    return 0
+
+
+def cmd_calc_dirty_rate(args):
+    from .dirtyrate.monitor import DirtyRateError, enabled_modes, validate_calc_dirty_rate
+    from .dirtyrate.report import format_dirty_rate_info
+    from .dirtyrate.session import measurement_vm
+
+    ring = args.dirty_ring_size
+    if ring is None and args.mode == "dirty-ring":
+        ring = 0  # the host's maximum
+    try:
+        validate_calc_dirty_rate(args.calc_time, args.calc_time_unit, args.sample_pages, args.mode,
+                                 enabled_modes(ring is not None))
+    except DirtyRateError as e:
+        raise UsageError(str(e)) from None
+    with measurement_vm(args, ring) as (vm, monitor):
+        monitor.measure(args.calc_time, args.calc_time_unit, args.sample_pages, args.mode)
+        info = monitor.query_dirty_rate(args.calc_time_unit)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_dirty_rate_info(info))
     return 0
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import guest, paging, uapi_setup
+from .dirty_ring import DirtyRings, ring_bytes
 from ._native import lib
 from .errors import CapabilityMissing, GuestError, HarnessError, UsageError
 from .kvm import Kvm, uapi
@@ -41,6 +42,7 @@ class VmConfig:
     warm: bool = True  # touch every page once before the first command
     prefault: bool = True  # MADV_POPULATE_WRITE the data slot before boot
     dirty_ring_entries: int = 0  # per vCPU; 0: no dirty ring (bitmap logging)
+    manual_protect: bool = True  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 where the host has it
     device: str = DEFAULT_DEVICE
 
 
@@ -110,8 +112,19 @@ class MicroVm:
 
         vm = self.vm = self._stack.enter_context(kvm.create_vm())
         self.ring = None
+        self.manual_protect = 0
         if config.dirty_ring_entries:
-            self.ring = uapi_setup.enable_dirty_ring(vm, kvm, config.dirty_ring_entries)
+            # Before any vCPU exists (Vm enforces it); excludes bitmap logging.
+            acq_rel = vm.check_extension("KVM_CAP_DIRTY_LOG_RING_ACQ_REL")
+            max_bytes = acq_rel or vm.check_extension("KVM_CAP_DIRTY_LOG_RING")
+            if not max_bytes:
+                raise CapabilityMissing("this host's KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING)")
+            vm.enable_dirty_log_ring(ring_bytes(config.dirty_ring_entries, max_bytes), bool(acq_rel))
+        elif config.manual_protect:
+            supported = vm.check_extension("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2")
+            if supported & uapi.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE:
+                vm.enable_cap("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", supported)
+                self.manual_protect = supported
 
         self.control = self._stack.enter_context(Mapping(control_size))
         self.data = self._stack.enter_context(Mapping(config.mem))
@@ -145,6 +158,10 @@ class MicroVm:
             uapi_setup.enter_long_mode_cpl3(vcpu, lib.KVMH_PML4_GPA)
             uapi_setup.set_entry(vcpu, lib.KVMH_CODE_GPA, guest.control_block_gpa(k))
             self.vcpus.append(vcpu)
+        if config.dirty_ring_entries:
+            self.ring = self._stack.enter_context(
+                DirtyRings(vm, self.vcpus, config.dirty_ring_entries, DATA_SLOT, self.slot_pages)
+            )
         self.tsc_khz = self.vcpus[0].get_tsc_khz()
         if self.tsc_khz <= 0:
             raise CapabilityMissing("KVM_GET_TSC_KHZ returned no TSC frequency")

@@ -48,6 +48,3 @@ def set_entry(vcpu, rip, rdi):
     regs.rflags = uapi.X86_RFLAGS_FIXED
     vcpu.set_regs(regs)
 
-
-def enable_dirty_ring(vm, kvm, entries):
-    raise NotImplementedError("the dirty ring arrives with the calc-dirty-rate engine")

@@ -87,17 +87,18 @@ class VcpuThread(threading.Thread):
             finally:
                 done.set()
 
-    def call_outside_guest(self, fn, timeout=5.0):
-        """Run fn(vcpu) on this thread while the vCPU is out of KVM_RUN.
-
-        Used where the guest must not be running, e.g. to flush and harvest
-        the dirty ring of a vCPU.
-        """
+    def request_outside_guest(self, fn):
+        """Have fn(vcpu) run on this thread while the vCPU is out of KVM_RUN;
+        returns an Event set once it has run.  Used where the guest must not
+        be running, e.g. to flush a vCPU's dirty state before a harvest."""
         done = threading.Event()
         with self.cond:
             self._requests.append((fn, done))
             self.cond.notify_all()
         self.kick()
+        return done
+
+    def wait_request(self, done, timeout=5.0):
         if not done.wait(timeout) and not self.exited:
             raise TimeoutError(f"vCPU {self.vcpu.id} did not leave the guest")
 

@@ -39,15 +39,18 @@ def _cdef():
         header = f.read()
     decls = re.findall(r"^[a-z].*\);$", header, re.M)
     consts = [f"#define {name} ..." for name in _layout_constants()]
-    return "\n".join(decls + consts)
+    # The kernel's struct, declared in full so the compiler checks our view of it.
+    gfn = "struct kvm_dirty_gfn { uint32_t flags; uint32_t slot; uint64_t offset; };"
+    return "\n".join([gfn] + decls + consts)
 
 
 ffi = FFI()
 ffi.cdef(_cdef())
 ffi.set_source(
     "kvmharness._native",
-    '#include "kvmh.h"\n#include "layout.h"\n',
-    sources=[os.path.relpath(os.path.join(NATIVE, "kvmh.c"), ROOT)],
+    '#include <linux/kvm.h>\n#include "kvmh.h"\n#include "layout.h"\n',
+    sources=[os.path.relpath(os.path.join(NATIVE, c), ROOT)
+             for c in ("kvmh.c", "dirty_ring.c", "page_hash.c")],
     include_dirs=[NATIVE, GUEST],
     extra_objects=[_assemble_guest()],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],

@@ -1,4 +1,4 @@
-/* Declarations of the native helper; also fed to cffi's cdef. */
+/* Declarations of the native helper; also fed to cffi's cdef (one per line). */
 #ifndef KVMH_H
 #define KVMH_H
 #include <stddef.h>
@@ -7,5 +7,13 @@
 size_t kvmh_guest_image(const unsigned char **image);
 int kvmh_install_kick_handler(int signo);
 void kvmh_guest_run_on_host(void *control_block);
+
+/* dirty_ring.c */
+struct kvm_dirty_gfn;
+uint64_t kvmh_ring_harvest(struct kvm_dirty_gfn *ring, uint32_t entries, uint32_t *fetch_index, uint32_t slot, uint64_t *bitmap, uint64_t npages, uint64_t *unique_new, uint64_t *foreign);
+
+/* page_hash.c */
+uint64_t kvmh_xxh64(const void *data, size_t len, uint64_t seed);
+void kvmh_hash_pages(const unsigned char *base, const uint64_t *pages, size_t count, uint64_t page_size, uint64_t *hashes);
 
 #endif

@@ -1,0 +1,126 @@
+"""The per-vCPU dirty rings of one VM (KVM_CAP_DIRTY_LOG_RING).
+
+Harvesting is native (native/dirty_ring.c: acquire/release ordering on each
+entry).  Here: the mappings, one lock that makes "harvest every ring, then
+KVM_RESET_DIRTY_RINGS" atomic with respect to the other harvesters (the
+measurement's reaper and the vCPU threads answering KVM_EXIT_DIRTY_RING_FULL),
+and the check that the reset re-armed exactly as many entries as we
+harvested.  Harvested entries go to the current sink, or are only counted
+when there is none (between measurements).
+"""
+
+import threading
+
+import numpy as np
+
+from ._native import ffi, lib
+from .errors import HarnessError, UsageError
+from .kvm import uapi
+from .memory import Mapping
+
+GFN_SIZE = 16  # sizeof(struct kvm_dirty_gfn), checked by tests/test_uapi_layout.py
+MIN_ENTRIES = 4096 // GFN_SIZE  # KVM wants at least one page per ring
+
+
+def ring_bytes(entries, max_bytes):
+    """Validate a ring size in entries against KVM's rules and the host's max."""
+    max_entries = max_bytes // GFN_SIZE
+    if entries & (entries - 1) or not MIN_ENTRIES <= entries <= max_entries:
+        raise UsageError(
+            f"dirty ring size must be a power of two from {MIN_ENTRIES} to {max_entries} entries, "
+            f"not {entries}"
+        )
+    return entries * GFN_SIZE
+
+
+class RingSink:
+    """Where a measurement's entries go: per vCPU, a bitmap of the slot's
+    pages (for unique counts) and the number of entries (dirtying events)."""
+
+    def __init__(self, vcpus, npages):
+        words = -(-npages // 64)
+        self.bitmaps = [np.zeros(words, dtype=np.uint64) for _ in range(vcpus)]
+        self._ptrs = [ffi.cast("uint64_t *", b.ctypes.data) for b in self.bitmaps]
+        self.unique = ffi.new("uint64_t[]", vcpus)
+        self.events = [0] * vcpus
+
+    def unique_pages(self):
+        """Distinct pages over all vCPUs (a page two vCPUs dirtied counts once)."""
+        union = np.bitwise_or.reduce(self.bitmaps)
+        return int(np.bitwise_count(union).sum())
+
+
+class DirtyRings:
+    def __init__(self, vm, vcpus, entries, slot, npages):
+        self.vm = vm
+        self.entries = entries
+        self.slot = slot
+        self.npages = npages
+        self.maps = []
+        try:
+            for vcpu in vcpus:
+                self.maps.append(
+                    Mapping.of_fd(vcpu.fd, entries * GFN_SIZE, offset=uapi.KVM_DIRTY_LOG_PAGE_OFFSET * 4096)
+                )
+        except BaseException:
+            self.close()
+            raise
+        self._rings = [ffi.cast("struct kvm_dirty_gfn *", m.addr) for m in self.maps]
+        self._fetch = ffi.new("uint32_t[]", len(self.maps))
+        self._lock = threading.Lock()
+        self.sink = None
+        self.harvested = 0
+        self.full_exits = 0
+        self._scratch = ffi.new("uint64_t[2]")
+
+    def harvest(self):
+        """Harvest every ring into the current sink, then KVM_RESET_DIRTY_RINGS.
+
+        Returns the number of entries harvested.  A reset count that differs
+        from it means entries were lost or double-counted: an error, never
+        a silent miscount.
+        """
+        with self._lock:
+            sink = self.sink
+            total = 0
+            for k, ring in enumerate(self._rings):
+                if sink is None:
+                    bitmap, unique = ffi.NULL, self._scratch
+                else:
+                    bitmap, unique = sink._ptrs[k], sink.unique + k
+                n = lib.kvmh_ring_harvest(ring, self.entries, self._fetch + k, self.slot, bitmap,
+                                          self.npages, unique, self._scratch + 1)
+                if sink is not None:
+                    sink.events[k] += n
+                total += n
+            reset = self.vm.reset_dirty_rings()
+            if reset != total:
+                raise HarnessError(
+                    f"KVM_RESET_DIRTY_RINGS reset {reset} entries but {total} were harvested"
+                )
+            self.harvested += total
+            return total
+
+    def swap_sink(self, sink):
+        """Install a new sink (None: count only) and return the old one.
+        Under the harvest lock, so no harvest is split between the two."""
+        with self._lock:
+            old, self.sink = self.sink, sink
+            return old
+
+    def on_ring_full(self, vcpu):
+        """KVM_EXIT_DIRTY_RING_FULL, on the vCPU's own thread: make room."""
+        self.full_exits += 1
+        self.harvest()
+
+    def close(self):
+        self._rings = []
+        for m in self.maps:
+            m.close()
+        self.maps = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,57 @@
+"""One measurement window, whatever the tracker: begin, wait out the window
+(polling the tracker, e.g. the ring reaper), end, count.
+
+The window is the time between the middles of the two edges.  To make it
+match the request to within microseconds, the end edge is started early by
+half its expected duration (the last end edge's of this tracker kind, or the
+start edge's when there is none yet), the last
+millisecond is waited out by spinning rather than sleeping, and the actual
+window is what we report (x-window-us), as QEMU reports the actual calc-time.
+"""
+
+import time
+from dataclasses import dataclass
+
+from .count import Count
+from .window import Edge
+
+POLL_SECONDS = 0.002
+SPIN_SECONDS = 0.0015
+
+
+@dataclass(frozen=True)
+class Window:
+    start: Edge
+    end: Edge
+    count: Count
+    overhead: dict
+
+    @property
+    def seconds(self):
+        return self.end.time - self.start.time
+
+    def guest_writes(self):
+        """Per-vCPU writes between the middles of the two edges."""
+        return tuple(e - s for s, e in zip(self.start.mid, self.end.mid))
+
+
+def measure_window(tracker, seconds, end_cut_seconds=None):
+    try:
+        start = tracker.begin()
+        lead = start.seconds if end_cut_seconds is None else end_cut_seconds
+        deadline = start.time + seconds - lead / 2
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= SPIN_SECONDS:
+                break
+            tracker.poll()
+            remaining = deadline - time.perf_counter()
+            if remaining > SPIN_SECONDS:
+                time.sleep(min(POLL_SECONDS, remaining - SPIN_SECONDS))
+        while time.perf_counter() < deadline:
+            pass
+        end = tracker.end()
+        count = tracker.count()
+    finally:
+        tracker.close()
+    return Window(start, end, count, tracker.overhead.snapshot())

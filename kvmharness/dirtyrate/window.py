@@ -1,0 +1,57 @@
+"""Window edges and overhead accounting, shared by every tracker.
+
+An edge is the moment a tracker starts or stops counting (a CLEAR, a ring
+reset, a hashing pass).  It is not instantaneous, and the guest keeps writing
+meanwhile, so each edge records the guest's write counters just before and
+just after it: the true cut lies in between, and replaying both ends of that
+bracket bounds what an exact tracker must report.
+"""
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Edge:
+    before: tuple  # per-vCPU write counters just before the cut
+    after: tuple  # ... and just after it
+    time: float  # perf_counter() at the middle of the cut
+    seconds: float  # how long the cut took
+
+    @property
+    def mid(self):
+        return tuple((a + b) // 2 for a, b in zip(self.before, self.after))
+
+
+def cut(vm, action):
+    """Run `action` (the tracker's cut) between two readings of the counters."""
+    before = tuple(vm.counters())
+    t0 = time.perf_counter()
+    action()
+    t1 = time.perf_counter()
+    after = tuple(vm.counters())
+    return Edge(before, after, (t0 + t1) / 2, t1 - t0)
+
+
+class Overhead:
+    """Milliseconds spent per kind of tracking work (x-overhead)."""
+
+    def __init__(self):
+        self.ms = {}
+
+    @contextlib.contextmanager
+    def timed(self, what):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[what] = self.ms.get(what, 0.0) + (time.perf_counter() - t0) * 1e3
+
+    def add_edge(self, what, edge):
+        self.ms[what] = self.ms.get(what, 0.0) + edge.seconds * 1e3
+
+    def snapshot(self):
+        out = {k: round(v, 3) for k, v in self.ms.items()}
+        out["total"] = round(sum(self.ms.values()), 3)
+        return out

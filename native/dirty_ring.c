@@ -1,0 +1,45 @@
+/*
+ * Dirty ring harvesting (KVM_CAP_DIRTY_LOG_RING, Documentation/virt/kvm/api.rst).
+ *
+ * Why C: each kvm_dirty_gfn is shared with the kernel, which publishes it by
+ * setting KVM_DIRTY_GFN_F_DIRTY.  The flags must be read with acquire
+ * ordering (so slot/offset are read after the flag says they are valid) and
+ * RESET stored with release ordering (so the kernel sees our reads done
+ * before it reuses the entry).  Python has no way to express either, and at
+ * millions of entries per second an interpreter loop would be too slow.
+ */
+#include <stdint.h>
+#include <linux/kvm.h>
+
+#include "kvmh.h"
+
+uint64_t kvmh_ring_harvest(struct kvm_dirty_gfn *ring, uint32_t entries, uint32_t *fetch_index,
+                           uint32_t slot, uint64_t *bitmap, uint64_t npages,
+                           uint64_t *unique_new, uint64_t *foreign)
+{
+    uint64_t harvested = 0;
+    uint32_t mask = entries - 1;   /* entries is a power of two (KVM requires it) */
+
+    for (;;) {
+        struct kvm_dirty_gfn *gfn = &ring[*fetch_index & mask];
+        uint32_t flags = __atomic_load_n(&gfn->flags, __ATOMIC_ACQUIRE);
+
+        if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
+            break;
+        if (gfn->slot == slot && gfn->offset < npages) {
+            if (bitmap) {
+                uint64_t word = gfn->offset >> 6, bit = 1ULL << (gfn->offset & 63);
+                if (!(bitmap[word] & bit)) {
+                    bitmap[word] |= bit;
+                    (*unique_new)++;
+                }
+            }
+        } else {
+            (*foreign)++;
+        }
+        __atomic_store_n(&gfn->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+        (*fetch_index)++;
+        harvested++;
+    }
+    return harvested;
+}
