@@ -290,6 +290,31 @@ class MicroVm:
                     raise fault
                 raise HarnessError(f"vCPU thread {t.name} failed: {fault!r}") from fault
 
+    @contextlib.contextmanager
+    def vcpus_stopped(self, timeout=5.0):
+        """Hold every vCPU outside the guest (in its own thread, out of
+        KVM_RUN) for the duration of the block."""
+        release = threading.Event()
+        arrived = []
+
+        def park(vcpu):
+            arrived.append(vcpu.id)
+            release.wait(timeout)
+
+        requests = [(t, t.request_outside_guest(park)) for t in self.threads if not t.exited]
+        try:
+            deadline = time.monotonic() + timeout
+            while len(arrived) < len(requests):
+                self.check()
+                if time.monotonic() > deadline:
+                    raise HarnessError("vCPUs did not leave the guest when asked")
+                time.sleep(0)
+            yield
+        finally:
+            release.set()
+        for thread, done in requests:
+            thread.wait_request(done, timeout)
+
     # ---- memory ---------------------------------------------------------------
     def set_dirty_logging(self, enabled):
         """Turn KVM_MEM_LOG_DIRTY_PAGES on or off for the data slot."""

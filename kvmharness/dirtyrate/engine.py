@@ -31,7 +31,7 @@ class Window:
         return self.end.time - self.start.time
 
     def guest_writes(self):
-        """Per-vCPU writes between the middles of the two edges."""
+        """Per-vCPU writes between the middles of the two edges' brackets."""
         return tuple(e - s for s, e in zip(self.start.mid, self.end.mid))
 
 

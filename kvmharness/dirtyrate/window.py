@@ -1,10 +1,12 @@
 """Window edges and overhead accounting, shared by every tracker.
 
 An edge is the moment a tracker starts or stops counting (a CLEAR, a ring
-reset, a hashing pass).  It is not instantaneous, and the guest keeps writing
-meanwhile, so each edge records the guest's write counters just before and
-just after it: the true cut lies in between, and replaying both ends of that
-bracket bounds what an exact tracker must report.
+reset, a hashing pass).  It is not instantaneous, and the guest may keep
+writing meanwhile, so each edge records the guest's write counters just
+before and just after it.  The guest dirties a page one instruction before it
+publishes the write in its counter, so one more write may be in flight: the
+true cut of vCPU k lies in [before[k], after[k] + 1], and replaying the ends
+of that bracket bounds what an exact tracker must report.
 """
 
 import contextlib
@@ -20,8 +22,18 @@ class Edge:
     seconds: float  # how long the cut took
 
     @property
+    def earliest(self):
+        """Per vCPU, the first write that may fall after the cut."""
+        return self.before
+
+    @property
+    def latest(self):
+        """Per vCPU, the first write that certainly falls after the cut."""
+        return tuple(a + 1 for a in self.after)
+
+    @property
     def mid(self):
-        return tuple((a + b) // 2 for a, b in zip(self.before, self.after))
+        return tuple((a + b) // 2 for a, b in zip(self.earliest, self.latest))
 
 
 def cut(vm, action):
@@ -32,6 +44,17 @@ def cut(vm, action):
     t1 = time.perf_counter()
     after = tuple(vm.counters())
     return Edge(before, after, (t0 + t1) / 2, t1 - t0)
+
+
+def stopped_cut(vm, action):
+    """Run `action` with every vCPU out of the guest: the counters cannot
+    move, so the edge is exact but for the one write that may be in flight."""
+    t0 = time.perf_counter()
+    with vm.vcpus_stopped():
+        counters = tuple(vm.counters())
+        action()
+    t1 = time.perf_counter()
+    return Edge(counters, counters, (t0 + t1) / 2, t1 - t0)
 
 
 class Overhead:

@@ -1,0 +1,191 @@
+"""The calc-dirty-rate engine on real /dev/kvm, checked against replay.
+
+For each window the result records the guest's write counters just before
+and just after each edge.  Replaying the narrowest range consistent with the
+edges (after start .. before end) and the widest (before start .. after end)
+brackets what an exact tracker must report; "truth" is the replay between
+the middles of the edges."""
+
+import contextlib
+import time
+
+import pytest
+
+from kvmharness import replay
+from kvmharness.dirtyrate import DirtyRateError, DirtyRateMonitor
+from kvmharness.dirtyrate.theory import pages_to_mib_per_s
+from kvmharness.machine import MicroVm, VmConfig
+
+pytestmark = pytest.mark.kvm
+GiB, MiB = 1 << 30, 1 << 20
+
+
+def replayed(vm, result):
+    """(narrow, truth, wide) unique pages, per vCPU and in total."""
+    start, end = result.edges["start"], result.edges["end"]
+    # (before, after) counters per vCPU and edge; one more write may be in
+    # flight at each edge (kvmharness.dirtyrate.window)
+    ranges = {
+        "narrow": [(s[1] + 1, e[0]) for s, e in zip(start, end)],
+        "truth": [((s[0] + s[1] + 1) // 2, (e[0] + e[1] + 1) // 2) for s, e in zip(start, end)],
+        "wide": [(s[0], e[1] + 1) for s, e in zip(start, end)],
+    }
+    out = {}
+    for name, rs in ranges.items():
+        per = [replay.unique_pages(vm.logs[k], vm.slot_pages, lo, hi) for k, (lo, hi) in enumerate(rs)]
+        out[name] = (sum(per), per)  # vCPU regions are disjoint: the total is the sum
+    return out
+
+
+def _vm(**kw):
+    vm = MicroVm(VmConfig(**kw))
+    vm.start()
+    vm.wait_ready()
+    return vm
+
+
+@contextlib.contextmanager
+def _writing(vm, wps=3_000_000):
+    """Shared VMs write only during the test that uses them: a paced writer
+    spins on a host core, and tests after it need the cores."""
+    vm.run_writer(wps)
+    try:
+        yield vm
+    finally:
+        vm.hold()
+
+
+@pytest.fixture(scope="module")
+def bitmap_vm_held():
+    with _vm(mem=GiB, seed=31) as vm:
+        yield vm
+
+
+@pytest.fixture(scope="module")
+def ring_vm_held():
+    with _vm(mem=GiB, seed=32, dirty_ring_entries=65536) as vm:
+        yield vm
+
+
+@pytest.fixture
+def bitmap_vm(bitmap_vm_held):
+    with _writing(bitmap_vm_held) as vm:
+        yield vm
+
+
+@pytest.fixture
+def ring_vm(ring_vm_held):
+    with _writing(ring_vm_held) as vm:
+        yield vm
+
+
+@pytest.mark.parametrize("fixture,mode", [("bitmap_vm", "dirty-bitmap"), ("ring_vm", "dirty-ring")])
+@pytest.mark.parametrize("ms", [50, 100, 500, 2000])
+def test_exact_modes_match_replay(request, fixture, mode, ms):
+    vm = request.getfixturevalue(fixture)
+    result = DirtyRateMonitor(vm).measure(ms, "millisecond", mode=mode)
+    r = replayed(vm, result)
+    narrow, truth, wide = r["narrow"][0], r["truth"][0], r["wide"][0]
+    print(f"{mode} {ms} ms: {result.dirty_pages} pages, replay {narrow}..{wide} (truth {truth}), "
+          f"window {result.window_us} us")
+    assert narrow <= result.dirty_pages <= wide
+    assert (wide - narrow) <= 0.05 * truth  # the edges stay narrow
+    if ms >= 500:
+        assert abs(result.dirty_pages / truth - 1) <= 0.005
+    assert result.guest_writes > 0.8 * ms / 1000 * 300_000  # the writer kept writing
+
+
+def test_page_sampling_confidence_covers_the_truth(bitmap_vm):
+    monitor = DirtyRateMonitor(bitmap_vm)
+    windows = [50, 100, 200, 400] * 10
+    inside = 0
+    for ms in windows:
+        result = monitor.measure(ms, "millisecond", mode="page-sampling")
+        truth = replayed(bitmap_vm, result)["truth"][0]
+        truth_rate = pages_to_mib_per_s(truth, result.window_us / 1e6)
+        low, high = result.confidence
+        inside += low <= truth_rate <= high
+    print(f"truth inside the 95 % interval in {inside} of {len(windows)} windows")
+    assert inside >= 0.9 * len(windows)
+
+
+def test_small_ring_at_high_rate_loses_nothing():
+    """1024 entries against an unthrottled writer: the ring fills again and
+    again (KVM_EXIT_DIRTY_RING_FULL), and still every page is accounted for."""
+    with _vm(mem=256 * MiB, seed=33, dirty_ring_entries=1024) as vm:
+        vm.run_writer(0)
+        full_before = vm.ring.full_exits
+        result = DirtyRateMonitor(vm).measure(500, "millisecond", mode="dirty-ring")
+        full = vm.ring.full_exits - full_before
+        r = replayed(vm, result)
+    print(f"ring full {full} times; {result.dirty_pages} pages, {result.dirty_events} entries, "
+          f"replay {r['narrow'][0]}..{r['wide'][0]}")
+    assert full > 0
+    assert r["narrow"][0] <= result.dirty_pages <= r["wide"][0]
+    assert result.dirty_events >= result.dirty_pages
+
+
+def test_two_vcpus_in_ring_mode_each_match_their_replay():
+    with _vm(mem=GiB, vcpus=2, seed=34, dirty_ring_entries=65536) as vm:
+        # rates the write-protect faults do not throttle (platform-notes.md)
+        vm.run_writer(80_000)
+        vm.set_writer(wps=200_000, vcpu=1)
+        monitor = DirtyRateMonitor(vm)
+        result = monitor.measure(500, "millisecond", mode="dirty-ring")
+        info = monitor.query_dirty_rate("millisecond")
+        r = replayed(vm, result)
+    for k, vcpu in enumerate(result.vcpus):
+        assert r["narrow"][1][k] <= vcpu.dirty_pages <= r["wide"][1][k], k
+        assert abs(vcpu.dirty_pages / r["truth"][1][k] - 1) <= 0.005
+        assert info["vcpu-dirty-rate"][k] == {"id": k, "dirty-rate": vcpu.dirty_rate}
+    # vCPU 1 writes 2.5 times as fast: its rate is clearly higher
+    assert result.vcpus[1].dirty_pages > 1.5 * result.vcpus[0].dirty_pages
+
+
+def test_status_and_query_semantics(bitmap_vm):
+    monitor = DirtyRateMonitor(bitmap_vm)
+    assert monitor.query_dirty_rate()["status"] == "unstarted"
+    before = int(time.time())
+    monitor.calc_dirty_rate(500, "millisecond", mode="dirty-bitmap")
+    info = monitor.query_dirty_rate("millisecond")
+    assert info["status"] == "measuring" and info["calc-time"] == 500 and "dirty-rate" not in info
+    with pytest.raises(DirtyRateError, match=r"^the dirty rate is already being measured\.$"):
+        monitor.calc_dirty_rate(1)
+    result = monitor.wait(10)
+    seconds = monitor.query_dirty_rate("second")
+    ms = monitor.query_dirty_rate("millisecond")
+    assert seconds["status"] == "measured"
+    assert seconds["calc-time"] == 0  # 500 ms in seconds, rounded down
+    assert ms["calc-time"] == result.window_us // 1000 and abs(ms["calc-time"] - 500) <= 1
+    assert seconds["sample-pages"] == 0 and seconds["mode"] == "dirty-bitmap"
+    assert before <= seconds["start-time"] <= time.time()
+    assert "vcpu-dirty-rate" not in seconds
+    assert seconds["dirty-rate"] == result.dirty_rate == int(pages_to_mib_per_s(result.dirty_pages,
+                                                                                  result.window_us / 1e6))
+    for key in ("x-dirty-pages", "x-guest-writes", "x-window-us", "x-expected-rate", "x-overhead"):
+        assert key in seconds
+
+
+def test_mode_not_enabled_on_either_kind_of_vm(bitmap_vm, ring_vm):
+    with pytest.raises(DirtyRateError, match=r"^mode dirty-ring is not enabled, use other method instead\.$"):
+        DirtyRateMonitor(bitmap_vm).calc_dirty_rate(1, mode="dirty-ring")
+    with pytest.raises(DirtyRateError, match=r"^mode dirty-bitmap is not enabled, use other method instead\.$"):
+        DirtyRateMonitor(ring_vm).calc_dirty_rate(1, mode="dirty-bitmap")
+
+
+def test_expected_rate_agrees_with_exact_count(bitmap_vm):
+    result = DirtyRateMonitor(bitmap_vm).measure(500, "millisecond", mode="dirty-bitmap")
+    measured = pages_to_mib_per_s(result.dirty_pages, result.window_us / 1e6)
+    assert abs(measured / result.expected_rate - 1) < 0.01
+
+
+def test_calc_dirty_rate_cli_json(cli):
+    import json
+
+    out = cli("calc-dirty-rate", "--mem", "256MiB", "--wps", "1M", "--calc-time", "200",
+              "--calc-time-unit", "millisecond", "--mode", "dirty-bitmap", "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["status"] == "measured" and info["mode"] == "dirty-bitmap"
+    assert abs(info["calc-time"] - 200) <= 1 and info["calc-time-unit"] == "millisecond"
+    assert abs(info["dirty-rate"] / info["x-expected-rate"] - 1) < 0.02
