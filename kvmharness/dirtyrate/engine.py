@@ -1,10 +1,11 @@
 """One measurement window, whatever the tracker: begin, wait out the window
 (polling the tracker, e.g. the ring reaper), end, count.
 
-The window is the time between the middles of the two edges.  To make it
-match the request to within microseconds, the end edge is started early by
-half its expected duration (the last end edge's of this tracker kind, or the
-start edge's when there is none yet), the last
+The window is the time between the instants the two edges took effect
+(kvmharness.dirtyrate.window).  To make it match the request to within
+microseconds, the end edge is called early by its expected lead (the last end
+edge's of this tracker kind, or the start edge's when there is none yet), the
+last
 millisecond is waited out by spinning rather than sleeping, and the actual
 window is what we report (x-window-us), as QEMU reports the actual calc-time.
 """
@@ -35,11 +36,10 @@ class Window:
         return tuple(e - s for s, e in zip(self.start.mid, self.end.mid))
 
 
-def measure_window(tracker, seconds, end_cut_seconds=None):
+def measure_window(tracker, seconds, end_lead=None):
     try:
         start = tracker.begin()
-        lead = start.seconds if end_cut_seconds is None else end_cut_seconds
-        deadline = start.time + seconds - lead / 2
+        deadline = start.time + seconds - (start.lead if end_lead is None else end_lead)
         while True:
             remaining = deadline - time.perf_counter()
             if remaining <= SPIN_SECONDS:

@@ -107,7 +107,7 @@ class DirtyRateMonitor:
         self._thread = None
         self._done = threading.Event()
         self.listeners = []  # called with the result when a measurement completes
-        self._end_cut_seconds = {}  # per mode: how long the last end edge took
+        self._end_lead = {}  # per mode: the last end edge's lead (engine.py)
 
     @property
     def enabled_modes(self):
@@ -147,8 +147,8 @@ class DirtyRateMonitor:
         try:
             mode = config["mode"]
             window = measure_window(self._tracker(config), config["calc_time_ms"] / 1000,
-                                    self._end_cut_seconds.get(mode))
-            self._end_cut_seconds[mode] = window.end.seconds
+                                    self._end_lead.get(mode))
+            self._end_lead[mode] = window.end.lead
             result = self._result_of(config, window)
         except BaseException as e:  # reported through query / wait, never lost
             error = e

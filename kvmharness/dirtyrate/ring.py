@@ -40,7 +40,7 @@ class DirtyRingTracker:
             self.rings.harvest()  # pages dirtied so far: discarded, and re-protected by the reset
             self.rings.swap_sink(self.sink)
 
-        edge = stopped_cut(self.vm, start)
+        edge = stopped_cut(self.vm, start, opening=True)
         self.overhead.add_edge("start-harvest", edge)
         return edge
 
@@ -54,7 +54,7 @@ class DirtyRingTracker:
 
     def end(self):
         # vCPUs out of the guest: nothing in flight, Intel's PML buffers flushed
-        edge = stopped_cut(self.vm, self._final_harvest)
+        edge = stopped_cut(self.vm, self._final_harvest, opening=False)
         self.overhead.add_edge("end-harvest", edge)
         return edge
 

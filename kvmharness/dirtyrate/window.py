@@ -18,8 +18,9 @@ from dataclasses import dataclass
 class Edge:
     before: tuple  # per-vCPU write counters just before the cut
     after: tuple  # ... and just after it
-    time: float  # perf_counter() at the middle of the cut
+    time: float  # perf_counter() when the cut took effect (see cut, stopped_cut)
     seconds: float  # how long the cut took
+    lead: float  # seconds from calling the cut to `time`: lets the engine aim
 
     @property
     def earliest(self):
@@ -43,18 +44,23 @@ def cut(vm, action):
     action()
     t1 = time.perf_counter()
     after = tuple(vm.counters())
-    return Edge(before, after, (t0 + t1) / 2, t1 - t0)
+    return Edge(before, after, (t0 + t1) / 2, t1 - t0, (t1 - t0) / 2)
 
 
-def stopped_cut(vm, action):
+def stopped_cut(vm, action, opening):
     """Run `action` with every vCPU out of the guest: the counters cannot
-    move, so the edge is exact but for the one write that may be in flight."""
+    move, so the edge is exact but for the one write that may be in flight.
+    The guest cannot dirty anything while it is stopped, so an opening edge
+    takes effect when the vCPUs are let go, a closing one when the last vCPU
+    has stopped."""
     t0 = time.perf_counter()
     with vm.vcpus_stopped():
+        stopped = time.perf_counter()
         counters = tuple(vm.counters())
         action()
+        released = time.perf_counter()
     t1 = time.perf_counter()
-    return Edge(counters, counters, (t0 + t1) / 2, t1 - t0)
+    return Edge(counters, counters, released if opening else stopped, t1 - t0, stopped - t0)
 
 
 class Overhead:
