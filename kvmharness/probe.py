@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from .dirtyrate.bitmap import DirtyBitmapTracker
 from .machine import MicroVm, VmConfig
 from .kvm import Kvm, uapi
 from .kvm.system import DEFAULT_DEVICE
@@ -86,11 +87,13 @@ def calibrate_loop_rate(vm, seconds=0.3):
 
 def calibrate_first_write(vm, loop_rate):
     """Seconds per first write to a clean page under dirty logging: one
-    sequential pass over a freshly write-protected region, less what the
-    same number of writes costs without faults."""
+    sequential pass over a freshly write-protected region (the bitmap
+    tracker's start edge protects every page), less what the same number
+    of writes costs without faults."""
     npages = vm.slot_pages
-    vm.set_dirty_logging(True)
+    tracker = DirtyBitmapTracker(vm)
     try:
+        tracker.begin()
         target = vm.counter_total() + npages
         vm.run_writer(0, "sequential")
         t0 = time.perf_counter()
@@ -99,7 +102,7 @@ def calibrate_first_write(vm, loop_rate):
         elapsed = time.perf_counter() - t0
         vm.hold()
     finally:
-        vm.set_dirty_logging(False)
+        tracker.close()
     return max(elapsed - npages / loop_rate, 0.0) / npages
 
 

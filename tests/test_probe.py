@@ -23,7 +23,7 @@ def test_probe_json_reports_host_and_calibrations(cli):
 
 
 def test_run_json_has_total_and_per_vcpu_rates(cli):
-    result = cli("run", "--mem", "128MiB", "--wps", "500k", "--vcpus", "2", "--duration", "300ms", "--json")
+    result = cli("run", "--mem", "128MiB", "--wps", "500k", "--vcpus", "2", "--duration", "1s", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert [v["id"] for v in out["vcpu"]] == [0, 1]
