@@ -41,6 +41,17 @@ def _positive_int(text):
     return value
 
 
+def _tcp_address(text):
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid TCP address {text!r}: use [HOST:]PORT")
+    return host or "127.0.0.1", number
+
+
 def _seed(text):
     try:
         value = int(text, 0)
@@ -94,6 +105,15 @@ def build_parser():
     p.add_argument("--settle", type=_arg(units.parse_duration), default=0.2,
                    help="how long the writer runs before the window opens (default 200ms)")
     p.set_defaults(handler=cmd_calc_dirty_rate)
+
+    p = sub.add_parser("qmp", help="run the VM and serve QMP (and HMP commands) to QEMU clients")
+    add_vm_arguments(p)
+    p.add_argument("--socket", help="unix socket path to serve on (created with mode 0600)")
+    p.add_argument("--tcp", type=_tcp_address, help="also serve on TCP, [HOST:]PORT (host defaults to 127.0.0.1)")
+    p.add_argument("--dirty-ring-size", type=_positive_int,
+                   help="create the VM with a dirty ring of this many entries per vCPU "
+                        "(offers mode dirty-ring instead of dirty-bitmap, as in QEMU)")
+    p.set_defaults(handler=cmd_qmp, settle=0.0)
     return parser
 
 
@@ -155,6 +175,37 @@ def cmd_calc_dirty_rate(args):
         print(json.dumps(info, indent=2))
     else:
         print(format_dirty_rate_info(info))
+    return 0
+
+
+def cmd_qmp(args):
+    import asyncio
+    import os
+
+    from .dirtyrate.session import measurement_vm
+    from .qmp import QmpServer
+
+    if args.socket is None and args.tcp is None:
+        raise UsageError("say where to serve: --socket PATH and/or --tcp [HOST:]PORT")
+    if args.socket is not None and os.path.exists(args.socket):
+        raise UsageError(f"{args.socket} already exists; remove it or choose another path")
+
+    async def serve(vm, monitor):
+        server = await QmpServer(vm, monitor).start(args.socket, args.tcp)
+        where = [f"unix:{args.socket}"] if args.socket else []
+        if args.tcp:
+            where.append(f"tcp:{args.tcp[0]}:{server.tcp_port()}")
+        print(f"QMP listening on {', '.join(where)}", flush=True)
+        await server.serve_until_quit()
+
+    try:
+        with measurement_vm(args, args.dirty_ring_size) as (vm, monitor):
+            asyncio.run(serve(vm, monitor))
+    except OSError as e:
+        raise HarnessError(f"cannot serve QMP: {e.strerror or e}") from None
+    finally:
+        if args.socket is not None and os.path.exists(args.socket):
+            os.unlink(args.socket)
     return 0
 
 

@@ -110,6 +110,12 @@ class DirtyRateMonitor:
         self._end_lead = {}  # per mode: the last end edge's lead (engine.py)
 
     @property
+    def requested_unit(self):
+        """The calc-time-unit of the last request ('second' before any)."""
+        config = self._config
+        return config["calc_time_unit"] if config else "second"
+
+    @property
     def enabled_modes(self):
         return enabled_modes(self.vm.ring is not None)
 
@@ -122,6 +128,7 @@ class DirtyRateMonitor:
                 calc_time, calc_time_unit, sample_pages, mode, self.enabled_modes
             )
             self._config = {
+                "calc_time_unit": calc_time_unit,
                 "calc_time_ms": calc_time_ms,
                 "sample_pages": sample_pages,
                 "mode": mode,

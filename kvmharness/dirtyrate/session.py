@@ -28,5 +28,5 @@ def measurement_vm(args, ring_entries=None):
         vm.start()
         vm.wait_ready()
         vm.run_writer(args.wps, args.pattern)
-        time.sleep(args.settle)
+        time.sleep(getattr(args, "settle", 0.0))
         yield vm, DirtyRateMonitor(vm)

@@ -1,0 +1,53 @@
+"""Argument checking as QEMU's QAPI input visitor does it, with its messages:
+members in schema order (missing, then wrong type or bad enum value), then
+anything left over is unexpected."""
+
+from dataclasses import dataclass
+
+
+class QmpError(Exception):
+    """An error reply: class and desc as QEMU would send them."""
+
+    def __init__(self, desc, cls="GenericError"):
+        super().__init__(desc)
+        self.desc = desc
+        self.cls = cls
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    type: str  # int | str | bool | array | enum
+    required: bool = False
+    values: tuple = ()  # enum values
+
+    def check(self, value):
+        expected = {"int": "integer", "str": "string", "bool": "boolean", "array": "array",
+                    "enum": "string"}[self.type]
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63,
+            "str": isinstance(value, str),
+            "bool": isinstance(value, bool),
+            "array": isinstance(value, list),
+            "enum": isinstance(value, str),
+        }[self.type]
+        if not ok:
+            raise QmpError(f"Invalid parameter type for '{self.name}', expected: {expected}")
+        if self.type == "enum" and value not in self.values:
+            raise QmpError(f"Parameter '{self.name}' does not accept value '{value}'")
+        return value
+
+
+def check_arguments(schema, arguments):
+    """Validated arguments as a dict keyed by the QMP member names."""
+    out = {}
+    for arg in schema:
+        if arg.name not in arguments:
+            if arg.required:
+                raise QmpError(f"Parameter '{arg.name}' is missing")
+            continue
+        out[arg.name] = arg.check(arguments[arg.name])
+    for name in arguments:
+        if name not in out:
+            raise QmpError(f"Parameter '{name}' is unexpected")
+    return out
