@@ -150,7 +150,8 @@ def cmd_run(args):
     print(f"{args.mem >> 20} MiB, {args.vcpus} vCPU(s), {args.pattern}, target {target}")
     print(f"warm-up: {result.warmup_seconds * 1e3:.1f} ms (every page touched once)")
     for r in result.per_vcpu:
-        print(f"  vCPU {r.vcpu}: {units.format_rate(r.writes_per_second)}writes/s ({r.writes} writes)")
+        stalls = f", {r.schedule_resets} host stalls over 10 ms" if r.schedule_resets else ""
+        print(f"  vCPU {r.vcpu}: {units.format_rate(r.writes_per_second)}writes/s ({r.writes} writes{stalls})")
     print(f"total: {units.format_rate(result.writes_per_second)}writes/s over {result.seconds:.3f} s")
     return 0
 

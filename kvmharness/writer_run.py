@@ -11,6 +11,7 @@ class VcpuRate:
     vcpu: int
     writes: int
     writes_per_second: float
+    schedule_resets: int  # times the writer fell > 10 ms behind (host stalls) and restarted its schedule
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class RunResult:
             "writes": self.writes,
             "writes-per-second": round(self.writes_per_second, 1),
             "vcpu": [
-                {"id": r.vcpu, "writes": r.writes, "writes-per-second": round(r.writes_per_second, 1)}
+                {"id": r.vcpu, "writes": r.writes, "writes-per-second": round(r.writes_per_second, 1),
+                 "schedule-resets": r.schedule_resets}
                 for r in self.per_vcpu
             ],
         }
@@ -47,12 +49,14 @@ def measure_writer(vm, duration, wps=0, pattern="random"):
     from shared memory at both ends of the interval, after the writer is
     already going, so start-up is not in the figure."""
     vm.run_writer(wps, pattern)
+    r0 = [c.resets for c in vm.controls]
     t0, c0 = time.perf_counter(), vm.counters()
     time.sleep(duration)
     c1, t1 = vm.counters(), time.perf_counter()
+    r1 = [c.resets for c in vm.controls]
     vm.hold()
     seconds = t1 - t0
-    per = tuple(VcpuRate(k, b - a, (b - a) / seconds) for k, (a, b) in enumerate(zip(c0, c1)))
+    per = tuple(VcpuRate(k, b - a, (b - a) / seconds, r1[k] - r0[k]) for k, (a, b) in enumerate(zip(c0, c1)))
     return seconds, per
 
 

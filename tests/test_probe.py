@@ -28,6 +28,11 @@ def test_run_json_has_total_and_per_vcpu_rates(cli):
     out = json.loads(result.stdout)
     assert [v["id"] for v in out["vcpu"]] == [0, 1]
     for v in out["vcpu"]:
-        assert abs(v["writes-per-second"] / 500_000 - 1) < 0.03
+        # Two spinning vCPUs on a two-core host leave no core for the host's
+        # own work; a stall longer than the writer's 10 ms backlog is not
+        # caught up, by design, and the writer reports it.  Otherwise: exact.
+        if v["schedule-resets"] == 0:
+            assert abs(v["writes-per-second"] / 500_000 - 1) < 0.02
+        assert v["writes-per-second"] <= 500_000 * 1.001
     assert out["writes-per-second"] == pytest.approx(sum(v["writes-per-second"] for v in out["vcpu"]), rel=1e-3)
     assert out["warmup-seconds"] > 0
