@@ -41,6 +41,13 @@ def _positive_int(text):
     return value
 
 
+def _size_list(text):
+    try:
+        return tuple(units.parse_size(t) for t in text.split(","))
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _tcp_address(text):
     host, _, port = text.rpartition(":")
     try:
@@ -114,6 +121,13 @@ def build_parser():
                    help="create the VM with a dirty ring of this many entries per vCPU "
                         "(offers mode dirty-ring instead of dirty-bitmap, as in QEMU)")
     p.set_defaults(handler=cmd_qmp, settle=0.0)
+
+    p = sub.add_parser("bench", help="reproduce the seed's dirty-rate table side by side, with plots")
+    p.add_argument("--quick", action="store_true", help="1 GiB, five calc-times: under two minutes")
+    p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
+    p.add_argument("--runs", type=_positive_int, default=3, help="runs per cell (default 3)")
+    p.add_argument("--sizes", type=_size_list, help="comma-separated sizes (default 1GiB,4GiB,16GiB or 24GiB)")
+    p.set_defaults(handler=cmd_bench)
     return parser
 
 
@@ -207,6 +221,17 @@ def cmd_qmp(args):
     finally:
         if args.socket is not None and os.path.exists(args.socket):
             os.unlink(args.socket)
+    return 0
+
+
+def cmd_bench(args):
+    from .bench import bench, plan
+
+    the_plan = plan(quick=args.quick, sizes=args.sizes, runs=args.runs)
+    paths = bench(the_plan, args.out)
+    with open(paths["table"]) as f:
+        print(f.read())
+    print("written: " + ", ".join(paths.values()))
     return 0
 
 

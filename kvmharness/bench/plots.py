@@ -1,0 +1,59 @@
+"""PNG plots of the benchmark: dirty rate against calc-time per size (a line
+per mode, theory dashed), and measured / expected ratios."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+GiB = 1 << 30
+MODES = {"page-sampling": "tab:blue", "dirty-bitmap": "tab:orange", "dirty-ring": "tab:green"}
+
+
+def _series(cells, size, mode):
+    pts = sorted((c["calc-time-ms"], c) for (s, m, _), c in cells.items() if s == size and m == mode)
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_rates(plan, cells, path):
+    fig, axes = plt.subplots(1, len(plan.sizes), figsize=(5.5 * len(plan.sizes), 4.5), squeeze=False)
+    for ax, size in zip(axes[0], plan.sizes):
+        theory_x, theory_y = [], []
+        for mode, color in MODES.items():
+            xs, cs = _series(cells, size, mode)
+            if not xs:
+                continue
+            med = [c["median"] for c in cs]
+            err = [[m - c["min"] for m, c in zip(med, cs)], [c["max"] - m for m, c in zip(med, cs)]]
+            ax.errorbar(xs, med, yerr=err, marker="o", color=color, label=mode, capsize=3)
+            theory_x, theory_y = xs, [c["theoretical-rate"] for c in cs]
+        ax.plot(theory_x, theory_y, "k--", label="theoretical")
+        ax.set_title(f"{size / GiB:g} GiB, {plan.wps / 1e6:g} M writes/s")
+        ax.set_xlabel("calc-time (ms)")
+        ax.set_ylabel("dirty rate (MiB/s)")
+        ax.set_xscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ratios(plan, cells, path):
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    styles = ["-", "--", ":", "-."]
+    for i, size in enumerate(plan.sizes):
+        for mode, color in MODES.items():
+            xs, cs = _series(cells, size, mode)
+            if xs:
+                ax.plot(xs, [c["ratio-to-expected"] for c in cs], styles[i % 4], marker="o", color=color,
+                        label=f"{mode}, {size / GiB:g} GiB")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("calc-time (ms)")
+    ax.set_ylabel("measured / expected from the guest's writes")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
