@@ -128,6 +128,37 @@ def build_parser():
     p.add_argument("--runs", type=_positive_int, default=3, help="runs per cell (default 3)")
     p.add_argument("--sizes", type=_size_list, help="comma-separated sizes (default 1GiB,4GiB,16GiB or 24GiB)")
     p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser("predict", help="predict whether pre-copy migration converges, from measured dirty(t)")
+    add_vm_arguments(p)
+    p.add_argument("--downtime", type=_arg(units.parse_duration), required=True, help="allowed downtime, e.g. 300ms")
+    p.add_argument("--bandwidth", type=_arg(units.parse_bandwidth), required=True,
+                   help="link bandwidth, e.g. 1Gbit/s, 10Gbps, 125MB/s")
+    p.add_argument("--mode", choices=["dirty-bitmap", "dirty-ring", "page-sampling"], default="dirty-bitmap",
+                   help="how dirty(t) is measured (default dirty-bitmap: it slows the guest as migration's "
+                        "own dirty logging will)")
+    p.add_argument("--max-iterations", type=_positive_int, default=30)
+    p.add_argument("--table", action="store_true", help="verdicts over several bandwidths x downtimes")
+    p.add_argument("--no-tcp-overhead", dest="tcp_overhead", action="store_false",
+                   help="do not count TCP/IP framing on the link")
+    p.set_defaults(handler=cmd_predict, settle=0.2)
+
+    p = sub.add_parser("migrate", help="start a VM with the writer and live-migrate it (source side)")
+    add_vm_arguments(p)
+    p.add_argument("--to", type=_tcp_address, required=True, help="destination HOST:PORT")
+    p.add_argument("--downtime", type=_arg(units.parse_duration), default=0.3, help="allowed downtime (default 300ms)")
+    p.add_argument("--max-iterations", type=_positive_int, default=30)
+    p.add_argument("--bandwidth", type=_arg(units.parse_bandwidth),
+                   help="cap the migration's own sending rate (default: as fast as the link goes)")
+    p.set_defaults(handler=cmd_migrate, settle=0.2)
+
+    p = sub.add_parser("migrate-listen", help="receive a live-migrated VM and resume it (destination side)")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
+    p.add_argument("--run-after", type=_arg(units.parse_duration), default=1.0,
+                   help="how long the resumed guest runs before the report (default 1s)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_migrate_listen)
     return parser
 
 
@@ -232,6 +263,108 @@ def cmd_bench(args):
     with open(paths["table"]) as f:
         print(f.read())
     print("written: " + ", ".join(paths.values()))
+    return 0
+
+
+def cmd_predict(args):
+    from .dirtyrate.session import measurement_vm
+    from .migration.model import Link
+    from .migration.predict import TABLE_BANDWIDTHS, TABLE_DOWNTIMES, curve_windows, measure_curve, verdict
+
+    if not 0.05 <= args.downtime <= 60:
+        raise UsageError("the downtime must be between 50ms and 60s (the windows calc-dirty-rate can measure)")
+    links = [args.bandwidth] + ([b for b in TABLE_BANDWIDTHS if b != args.bandwidth] if args.table else [])
+    downtimes = [args.downtime] + ([d for d in TABLE_DOWNTIMES if d != args.downtime] if args.table else [])
+    links = [Link(b, args.tcp_overhead) for b in links]
+    ring = 0 if args.mode == "dirty-ring" else None
+    with measurement_vm(args, ring) as (vm, monitor):
+        windows = curve_windows(downtimes, vm.slot_pages, min(links, key=lambda link: link.goodput))
+        curve = measure_curve(vm, monitor, args.mode, windows)
+    main = verdict(curve, links[0], args.downtime, args.max_iterations)
+    table = [verdict(curve, link, d, args.max_iterations) for link in sorted(links, key=lambda l: l.goodput)
+             for d in sorted(downtimes)] if args.table else []
+    if args.json:
+        out = {"converges": main.model.converges, "mode": args.mode, "mem": args.mem, "wps": args.wps,
+               **main.to_json(),
+               "curve": [[round(t * 1e3, 3), round(p)] for t, p in curve.points],
+               "fitted-pages-per-second": round(curve.rate, 1)}
+        if table:
+            out["table"] = [v.to_json() for v in table]
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"dirty(t), {args.mode}: " + ", ".join(f"{t * 1e3:.0f} ms: {p:.0f}" for t, p in curve.points)
+          + f" pages (fitted {curve.rate:.0f} pages/s)")
+    seed = main.seed
+    print(f"seed's rule: {seed['dirty-bytes'] / 2**20:.1f} MiB dirtied in {args.downtime * 1e3:.0f} ms take "
+          f"{seed['transfer-seconds'] * 1e3:.1f} ms over {units.format_bandwidth(args.bandwidth)}: "
+          f"{'converges' if seed['converges'] else 'does not converge'}")
+    m = main.model
+    print(f"pre-copy model: {'converges' if m.converges else 'does not converge'} ({m.reason}); "
+          f"{len(m.iterations)} iterations, total {m.total_seconds:.2f} s, downtime {m.downtime_seconds * 1e3:.1f} ms")
+    if table:
+        print()
+        print(f"{'bandwidth':>12} {'downtime':>9} {'seed':>6} {'model':>6} {'iters':>5} {'total s':>8} {'down ms':>8}")
+        for v in table:
+            print(f"{units.format_bandwidth(v.bits_per_second):>12} {v.downtime * 1e3:>7.0f}ms "
+                  f"{'yes' if v.seed['converges'] else 'no':>6} {'yes' if v.model.converges else 'no':>6} "
+                  f"{len(v.model.iterations):>5} {v.model.total_seconds:>8.2f} {v.model.downtime_seconds * 1e3:>8.1f}")
+    return 0
+
+
+def cmd_migrate(args):
+    import socket
+
+    from .dirtyrate.session import measurement_vm
+    from .migration.source import migrate_out
+
+    try:
+        sock = socket.create_connection(args.to, timeout=30)
+    except OSError as e:
+        raise HarnessError(f"cannot connect to {args.to[0]}:{args.to[1]}: {e.strerror or e}") from None
+    with sock, measurement_vm(args) as (vm, _):
+        sock.settimeout(None)
+        try:
+            report = migrate_out(vm, sock, args.downtime, args.max_iterations,
+                                 args.bandwidth / 8 if args.bandwidth else None)
+        except OSError as e:
+            raise HarnessError(f"migration failed, the source guest keeps running: {e}") from None
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for i, it in enumerate(report.iterations):
+            print(f"iteration {i}: {it.pages} pages, {it.bytes / 2**20:.1f} MiB, {it.seconds:.3f} s")
+        print(f"{report.reason}; final {report.final_pages} pages; total {report.total_seconds:.3f} s; "
+              f"downtime {report.downtime_seconds * 1e3:.1f} ms; verified {report.verified}")
+    if report.destination.get("status") == "refused":
+        return 1
+    return 0
+
+
+def cmd_migrate_listen(args):
+    import socket
+    import time
+
+    from .migration.destination import migrate_in
+
+    try:
+        listener = socket.create_server((args.host, args.port), reuse_port=False)
+    except OSError as e:
+        raise HarnessError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    with listener:
+        print(f"waiting for a migration on {args.host}:{listener.getsockname()[1]}", file=sys.stderr, flush=True)
+        conn, peer = listener.accept()
+    with conn:
+        arrival = migrate_in(conn)
+    with arrival.vm as vm:
+        time.sleep(args.run_after)
+        after = vm.counters()
+        vm.check()
+    report = {"status": "resumed", "verified": arrival.verified, "pages-received": arrival.pages_received,
+              "resume-counters": list(arrival.resume_counters), "counters-after": after,
+              "writes-after-resume": sum(after) - sum(arrival.resume_counters)}
+    print(json.dumps(report, indent=2) if args.json else
+          f"resumed, RAM verified: {arrival.verified}; the guest wrote "
+          f"{report['writes-after-resume']} times in the {args.run_after:.1f} s after resuming")
     return 0
 
 

@@ -23,6 +23,7 @@ from .errors import CapabilityMissing, GuestError, HarnessError, UsageError
 from .kvm import Kvm, uapi
 from .kvm.system import DEFAULT_DEVICE
 from .memory import Mapping, check_host_can_back
+from .page_hash import hash_pages
 from .replay import WriterLog, WriterStream, splitmix64
 from .vcpu_thread import VcpuThread, install_kick_handler
 
@@ -291,13 +292,17 @@ class MicroVm:
                 raise HarnessError(f"vCPU thread {t.name} failed: {fault!r}") from fault
 
     @contextlib.contextmanager
-    def vcpus_stopped(self, timeout=5.0):
+    def vcpus_stopped(self, timeout=5.0, on_stop=None):
         """Hold every vCPU outside the guest (in its own thread, out of
-        KVM_RUN) for the duration of the block."""
+        KVM_RUN) for the duration of the block; `on_stop(vcpu)` runs first,
+        on the vCPU's thread.  `timeout` bounds both the wait for the vCPUs
+        to come out and how long they stay out."""
         release = threading.Event()
         arrived = []
 
         def park(vcpu):
+            if on_stop is not None:
+                on_stop(vcpu)
             arrived.append(vcpu.id)
             release.wait(timeout)
 
@@ -315,6 +320,19 @@ class MicroVm:
         for thread, done in requests:
             thread.wait_request(done, timeout)
 
+    def retire_vcpus(self):
+        """Make every vCPU thread end instead of re-entering the guest (the
+        guest has moved elsewhere); used inside vcpus_stopped()."""
+        for thread in self.threads:
+            thread.stopping = True
+
+    def restore_vcpu(self, k, tsc, regs, sregs):
+        """Load a vCPU's state from elsewhere (migration), before start()."""
+        vcpu = self.vcpus[k]
+        vcpu.set_sregs(sregs)
+        vcpu.set_regs(regs)
+        vcpu.set_msrs({uapi.MSR_IA32_TSC: tsc})
+
     # ---- memory ---------------------------------------------------------------
     def set_dirty_logging(self, enabled):
         """Turn KVM_MEM_LOG_DIRTY_PAGES on or off for the data slot."""
@@ -329,6 +347,15 @@ class MicroVm:
         """The data slot as a uint64 array (a view: valid until close)."""
         words = self.data.array(np.ctypeslib.ctypes.c_uint64, self.config.mem // 8)
         return np.ctypeslib.as_array(words)
+
+    def data_pages(self):
+        """The data slot as an [npages, 4096] uint8 array (a view: valid until close)."""
+        raw = self.data.array(np.ctypeslib.ctypes.c_uint8, self.config.mem)
+        return np.ctypeslib.as_array(raw).reshape(self.slot_pages, guest.PAGE_SIZE)
+
+    def page_hashes(self):
+        """XXH64 (seed 1) of every data-slot page, as page-sampling hashes them."""
+        return hash_pages(self.data.addr, np.arange(self.slot_pages, dtype=np.uint64))
 
     def page_tags(self):
         """The tag (first 8 bytes) of every data-slot page, as a copy."""

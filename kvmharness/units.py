@@ -53,6 +53,33 @@ def parse_rate(text):
     return int(value)
 
 
+_BANDWIDTH = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgGtT]?)(i?)(bit|b|B)(?:/s|ps)?\s*$")
+_DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bandwidth(text):
+    """'1Gbit/s', '100Mbit', '10Gbps', '125MB/s', '1GiB/s' -> bits per second.
+
+    b or bit is a bit, B a byte (the usual convention); prefixes are
+    decimal, or binary with an i (MiB/s)."""
+    m = _BANDWIDTH.match(str(text))
+    if not m:
+        raise UsageError(f"invalid bandwidth {text!r}: use e.g. 1Gbit/s, 100Mbit/s or 125MB/s")
+    scale = (_BINARY if m.group(3) else _DECIMAL)[m.group(2).lower()]
+    bits = float(m.group(1)) * scale * (8 if m.group(4) == "B" else 1)
+    if bits <= 0:
+        raise UsageError(f"invalid bandwidth {text!r}: must be more than 0")
+    return bits
+
+
+def format_bandwidth(bits):
+    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bits >= scale:
+            return f"{bits / scale:g} {unit}"
+    return f"{bits:g} bit/s"
+
+
 def format_rate(wps):
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if wps >= scale:

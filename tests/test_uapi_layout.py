@@ -23,6 +23,8 @@ STRUCTS = {
     "kvm_cpuid_entry2": uapi.kvm_cpuid_entry2,
     "kvm_cpuid2": uapi.kvm_cpuid2,
     "kvm_dirty_gfn": uapi.kvm_dirty_gfn,
+    "kvm_msr_entry": uapi.kvm_msr_entry,
+    "kvm_msrs": uapi.kvm_msrs,
 }
 # kvm_run members we read, as C expressions relative to the struct
 RUN_FIELDS = {
@@ -69,8 +71,6 @@ def c_layout(tmp_path_factory):
     for name, struct in STRUCTS.items():
         emit(f"sizeof {name}", f"sizeof(struct {name})")
         for field, _ in struct._fields_:
-            if name == "kvm_cpuid2":
-                continue
             emit(f"{name}.{field}", f"offsetof(struct {name}, {field})")
     for key in RUN_FIELDS:
         emit(f"kvm_run.{key}", f"offsetof(struct kvm_run, {key})")
@@ -88,9 +88,8 @@ def c_layout(tmp_path_factory):
 def test_struct_layout(c_layout, name):
     struct = STRUCTS[name]
     assert ctypes.sizeof(struct) == c_layout[f"sizeof {name}"]
-    if name != "kvm_cpuid2":
-        for field, _ in struct._fields_:
-            assert getattr(struct, field).offset == c_layout[f"{name}.{field}"], field
+    for field, _ in struct._fields_:
+        assert getattr(struct, field).offset == c_layout[f"{name}.{field}"], field
 
 
 def test_kvm_run_fields(c_layout):

@@ -34,3 +34,17 @@ def test_rates(text, expected):
 def test_malformed(parser, text):
     with pytest.raises(UsageError, match="invalid (size|duration|rate)"):
         parser(text)
+
+
+@pytest.mark.parametrize("text,bits", [
+    ("1Gbit/s", 1e9), ("100Mbit", 1e8), ("10gbps", 1e10), ("125MB/s", 1e9), ("1GiB/s", 8 * 2**30),
+    ("2.5Gbit/s", 2.5e9), ("64kbit/s", 64e3), ("1Gib/s", 2**30), ("800 b/s", 800),
+])
+def test_bandwidths(text, bits):
+    assert units.parse_bandwidth(text) == bits
+
+
+@pytest.mark.parametrize("text", ["fast", "0Mbit/s", "1Gbyte", "10 Mb/h", "-1Gbit/s"])
+def test_malformed_bandwidths(text):
+    with pytest.raises(UsageError, match="invalid bandwidth"):
+        units.parse_bandwidth(text)

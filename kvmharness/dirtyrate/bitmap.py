@@ -31,21 +31,30 @@ class DirtyBitmapTracker:
     def _get(self):
         self.vm.vm.get_dirty_log(DATA_SLOT, self.bitmap.ctypes.data)
 
-    def _get_and_protect(self):
-        """One sync: fetch the bitmap and re-protect what it reports."""
+    def sync(self):
+        """One sync: fetch the bitmap and re-protect what it reports (with
+        manual protection; a plain GET re-protects by itself)."""
         self._get()
         if self.manual and self.bitmap.any():
             self.vm.vm.clear_dirty_log(DATA_SLOT, 0, self.npages, self.bitmap.ctypes.data)
 
-    def begin(self):
+    def dirty_pages(self):
+        """Page numbers set in the last bitmap fetched, ascending."""
+        bits = np.unpackbits(self.bitmap.view(np.uint8), bitorder="little")[: self.npages]
+        return np.flatnonzero(bits).astype(np.uint64)
+
+    def enable(self):
         with self.overhead.timed("enable-logging"):
             self.vm.set_dirty_logging(True)
+
+    def begin(self):
+        self.enable()
         with self.overhead.timed("settle"):
             for _ in range(SETTLE_ROUNDS):
-                self._get_and_protect()
+                self.sync()
                 if self._popcount() <= SETTLED_PAGES:
                     break
-        edge = cut(self.vm, self._get_and_protect)
+        edge = cut(self.vm, self.sync)
         self.overhead.add_edge("start-sync", edge)
         return edge
 

@@ -12,8 +12,7 @@ import math
 
 import numpy as np
 
-from .._native import ffi, lib
-from ..guest import PAGE_SIZE
+from ..page_hash import hash_pages
 from .count import Count
 from .window import Overhead, cut
 
@@ -50,13 +49,7 @@ class PageSamplingTracker:
         self.overhead = Overhead()
 
     def _hash_into(self, out):
-        lib.kvmh_hash_pages(
-            ffi.cast("const unsigned char *", self.vm.data.addr),
-            ffi.cast("const uint64_t *", self.pages.ctypes.data),
-            len(self.pages),
-            PAGE_SIZE,
-            ffi.cast("uint64_t *", out.ctypes.data),
-        )
+        hash_pages(self.vm.data.addr, self.pages, out)
 
     def begin(self):
         edge = cut(self.vm, lambda: self._hash_into(self.before))

@@ -150,6 +150,25 @@ def kvm_cpuid2_with(nent):
     return _cpuid2
 
 
+class kvm_msr_entry(ctypes.Structure):
+    _fields_ = [("index", u32), ("reserved", u32), ("data", u64)]
+
+
+class kvm_msrs(ctypes.Structure):
+    """Header only; the entries follow it (a flexible array member)."""
+
+    _fields_ = [("nmsrs", u32), ("pad", u32)]
+
+
+def kvm_msrs_with(nmsrs):
+    """A kvm_msrs header followed by room for `nmsrs` entries."""
+
+    class _msrs(ctypes.Structure):
+        _fields_ = [("nmsrs", u32), ("pad", u32), ("entries", kvm_msr_entry * nmsrs)]
+
+    return _msrs
+
+
 class kvm_dirty_gfn(ctypes.Structure):
     _fields_ = [("flags", u32), ("slot", u32), ("offset", u64)]
 
@@ -237,6 +256,8 @@ KVM_GET_REGS = _IOR(KVMIO, 0x81, kvm_regs)
 KVM_SET_REGS = _IOW(KVMIO, 0x82, kvm_regs)
 KVM_GET_SREGS = _IOR(KVMIO, 0x83, kvm_sregs)
 KVM_SET_SREGS = _IOW(KVMIO, 0x84, kvm_sregs)
+KVM_GET_MSRS = _IOWR(KVMIO, 0x88, kvm_msrs)
+KVM_SET_MSRS = _IOW(KVMIO, 0x89, kvm_msrs)
 KVM_SET_CPUID2 = _IOW(KVMIO, 0x90, kvm_cpuid2)
 KVM_GET_TSC_KHZ = _IO(KVMIO, 0xA3)
 
@@ -285,6 +306,7 @@ EXIT_REASON_NAMES = {
 }
 
 # ---- x86 architectural bits used to set up the guest -----------------------------
+MSR_IA32_TSC = 0x10
 X86_CR0_PE = 1 << 0
 X86_CR0_PG = 1 << 31
 X86_CR4_PAE = 1 << 5

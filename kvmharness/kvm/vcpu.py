@@ -58,6 +58,26 @@ class Vcpu:
     def set_cpuid2(self, cpuid):
         ioctl(self.fd, "KVM_SET_CPUID2", cpuid)
 
+    def get_msrs(self, indices):
+        """KVM_GET_MSRS: {index: value} for the MSRs asked for."""
+        msrs = uapi.kvm_msrs_with(len(indices))()
+        msrs.nmsrs = len(indices)
+        for entry, index in zip(msrs.entries, indices):
+            entry.index = index
+        got = ioctl(self.fd, "KVM_GET_MSRS", msrs)
+        if got != len(indices):
+            raise KvmIoctlError("KVM_GET_MSRS", errno.EINVAL)
+        return {e.index: e.data for e in msrs.entries}
+
+    def set_msrs(self, values):
+        """KVM_SET_MSRS from {index: value}."""
+        msrs = uapi.kvm_msrs_with(len(values))()
+        msrs.nmsrs = len(values)
+        for entry, (index, value) in zip(msrs.entries, values.items()):
+            entry.index, entry.data = index, value
+        if ioctl(self.fd, "KVM_SET_MSRS", msrs) != len(values):
+            raise KvmIoctlError("KVM_SET_MSRS", errno.EINVAL)
+
     def get_tsc_khz(self):
         return ioctl(self.fd, "KVM_GET_TSC_KHZ")
 

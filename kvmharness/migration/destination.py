@@ -1,0 +1,108 @@
+"""Pre-copy live migration, destination side: build the VM the header
+describes, fill it from the stream, check every page's hash against the
+source's, load the vCPUs and resume the guest where it stopped.
+
+Anything wrong with the stream (StreamError) is answered with a refusal and
+the half-built VM is thrown away; the source then keeps its guest.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import HarnessError
+from ..machine import MicroVm, VmConfig
+from ..replay import WriterLog, WriterStream
+from .stream import ABORT, CONTROL, END, HASHES, PAGES, VCPU, StreamError, StreamReader
+
+
+@dataclass(frozen=True)
+class Arrival:
+    vm: MicroVm  # running; the caller owns it
+    verified: bool
+    pages_received: int
+    resumed_at: float  # time.monotonic()
+    resume_counters: tuple
+
+
+def _config_from(meta):
+    try:
+        mem, vcpus, seed = int(meta["mem"]), int(meta["vcpus"]), int(meta["seed"])
+        if meta["page-size"] != 4096:
+            raise StreamError(f"page size {meta['page-size']} is not supported")
+        logs = [WriterLog(tuple((int(c), WriterStream(int(s), int(f), int(n), str(p))) for c, s, f, n, p in log))
+                for log in meta["logs"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise StreamError(f"migration stream metadata is malformed: {e!r}") from None
+    if len(logs) != vcpus:
+        raise StreamError("migration stream metadata: one writer log per vCPU expected")
+    return VmConfig(mem=mem, vcpus=vcpus, seed=seed, warm=False, prefault=False), logs
+
+
+def _reply(sock, obj):
+    try:
+        sock.sendall(json.dumps(obj).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def migrate_in(sock):
+    """Receive a VM on connected socket `sock`; returns an Arrival with the
+    VM running, or raises (after telling the source) if the stream is bad."""
+    reader = StreamReader(sock)
+    vm = None
+    try:
+        meta = reader.header()
+        config, logs = _config_from(meta)
+        try:
+            vm = MicroVm(config)
+        except HarnessError as e:
+            raise StreamError(f"cannot build the VM the stream describes: {e}") from None
+        if meta.get("control-size") != vm.control.size:
+            raise StreamError("the control slot size in the stream does not match this kvmharness")
+        vm.logs = logs
+        pages = vm.data_pages()
+        received, restored, control_seen = 0, set(), False
+        verified = None
+        while True:
+            rtype, payload = reader.record(vm.slot_pages, vm.control.size, len(vm.vcpus))
+            if rtype == PAGES:
+                pages[payload["index"]] = payload["data"]
+                received += len(payload)
+            elif rtype == CONTROL:
+                vm.control.write(0, payload)
+                control_seen = True
+            elif rtype == VCPU:
+                vcpu_id, tsc, regs, sregs = payload
+                vm.restore_vcpu(vcpu_id, tsc, regs, sregs)
+                restored.add(vcpu_id)
+            elif rtype == HASHES:
+                mismatched = np.flatnonzero(vm.page_hashes() != payload)
+                verified = len(mismatched) == 0
+                if not verified:
+                    raise StreamError(f"{len(mismatched)} pages differ from the source's "
+                                      f"(first: page {int(mismatched[0])})")
+            elif rtype == ABORT:
+                raise StreamError(f"the source gave up: {payload}")
+            elif rtype == END:
+                if not control_seen or len(restored) != len(vm.vcpus) or verified is None:
+                    raise StreamError("END before the control slot, every vCPU and the hashes")
+                break
+        vm.start()
+        resumed_at = time.monotonic()
+        counters = tuple(vm.counters())
+        _reply(sock, {"status": "resumed", "verified": True, "pages-received": received,
+                      "resume-counters": list(counters)})
+        return Arrival(vm, True, received, resumed_at, counters)
+    except (StreamError, OSError) as e:
+        if vm is not None:
+            vm.close()
+        message = str(e) if isinstance(e, StreamError) else f"connection failed: {e}"
+        _reply(sock, {"status": "refused", "verified": False, "error": message})
+        raise StreamError(message) from None
+    except BaseException:
+        if vm is not None:
+            vm.close()
+        raise

@@ -1,0 +1,151 @@
+"""Pre-copy live migration, source side.
+
+Dirty logging on (the bitmap tracker's sync: GET, then CLEAR to re-protect);
+iteration 0 sends every page; each next iteration sends the pages dirtied
+meanwhile.  When what is pending fits in bandwidth x downtime (QEMU's
+switch-over rule; the bandwidth is the one given, or the one the last
+iteration achieved), the vCPUs are stopped: a last sync, the pending pages,
+the control slot, each vCPU's registers and TSC, and a hash of every data
+page go out, then END.  The destination verifies the hashes, resumes the
+guest and answers; only then does the source retire its vCPUs.  If the
+destination refuses, or the iteration limit is reached first, the source
+guest simply keeps running.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..dirtyrate.bitmap import DirtyBitmapTracker
+from ..errors import HarnessError
+from .model import PAGE_WIRE_BYTES
+from .stream import StreamWriter
+
+SWITCH_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class IterationStat:
+    pages: int
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    converged: bool
+    verified: bool
+    iterations: tuple  # IterationStat, before the switch-over
+    final_pages: int  # sent with the vCPUs stopped
+    total_seconds: float
+    downtime_seconds: float  # vCPUs stopped here until the destination said it resumed
+    switch_counters: tuple  # the guest's write counters at the switch-over
+    destination: dict  # the destination's answer
+    reason: str
+
+    def to_json(self):
+        return {
+            "converged": self.converged,
+            "verified": self.verified,
+            "iterations": [{"pages": i.pages, "bytes": i.bytes, "seconds": round(i.seconds, 6)}
+                           for i in self.iterations],
+            "final-pages": self.final_pages,
+            "total-seconds": round(self.total_seconds, 6),
+            "downtime-ms": round(self.downtime_seconds * 1e3, 3),
+            "switch-counters": list(self.switch_counters),
+            "destination": self.destination,
+            "reason": self.reason,
+        }
+
+
+def migration_meta(vm):
+    return {
+        "mem": vm.config.mem,
+        "vcpus": len(vm.vcpus),
+        "seed": vm.config.seed,
+        "page-size": 4096,
+        "control-size": vm.control.size,
+        "logs": [[[c, s.seed, s.first_page, s.npages, s.pattern] for c, s in log.segments] for log in vm.logs],
+    }
+
+
+def _read_reply(sock, timeout):
+    sock.settimeout(timeout)
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise HarnessError("the destination closed the connection without answering")
+        buf += chunk
+        if len(buf) > 65536:
+            raise HarnessError("the destination's answer is too long")
+    return json.loads(buf)
+
+
+def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None):
+    """Migrate the running `vm` over connected socket `sock`."""
+    writer = StreamWriter(sock, bytes_per_second)
+    log = DirtyBitmapTracker(vm)
+    pages = vm.data_pages()
+    iterations = []
+    t_start = time.perf_counter()
+    writer.header(migration_meta(vm))
+    log.enable()
+    try:
+        log.sync()  # from here on, every write is logged
+        pending = np.arange(vm.slot_pages, dtype=np.uint64)
+        while True:
+            t0, b0 = time.perf_counter(), writer.bytes_sent
+            writer.pages(pending, pages)
+            seconds = time.perf_counter() - t0
+            iterations.append(IterationStat(len(pending), writer.bytes_sent - b0, seconds))
+            rate = bytes_per_second or (writer.bytes_sent - b0) / max(seconds, 1e-6)
+            log.sync()
+            pending = log.dirty_pages()
+            if len(pending) * PAGE_WIRE_BYTES <= rate * downtime:
+                break
+            if len(iterations) >= max_iterations:
+                writer.abort(f"no convergence after {max_iterations} iterations")
+                reason = (f"did not converge: {len(pending)} pages still dirty after {max_iterations} "
+                          f"iterations, {int(rate * downtime / PAGE_WIRE_BYTES)} fit in the downtime")
+                return MigrationReport(False, False, tuple(iterations), 0,
+                                       time.perf_counter() - t_start, 0.0, tuple(vm.counters()),
+                                       {"status": "aborted"}, reason)
+        return _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start)
+    finally:
+        log.close()
+
+
+def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start):
+    states = {}
+
+    def capture(vcpu):
+        # Complete any pending MMIO before saving state (KVM API: run once
+        # with immediate_exit set), then read the registers and the TSC.
+        vcpu.immediate_exit = True
+        vcpu.run()
+        vcpu.immediate_exit = False
+        states[vcpu.id] = (vcpu.get_msrs([0x10])[0x10], vcpu.get_regs(), vcpu.get_sregs())
+
+    t_pause = time.perf_counter()
+    with vm.vcpus_stopped(timeout=SWITCH_TIMEOUT, on_stop=capture):
+        counters = tuple(vm.counters())
+        log.sync()
+        final = np.union1d(pending, log.dirty_pages())
+        writer.pages(final, pages)
+        writer.control(vm.control.read(0, vm.control.size))
+        for k in sorted(states):
+            writer.vcpu(k, *states[k])
+        writer.hashes(vm.page_hashes())
+        writer.end()
+        reply = _read_reply(sock, SWITCH_TIMEOUT)
+        resumed = reply.get("status") == "resumed"
+        if resumed:
+            vm.retire_vcpus()  # the guest lives on at the destination
+        downtime = time.perf_counter() - t_pause
+    total = time.perf_counter() - t_start
+    reason = "switched over" if resumed else f"the destination refused: {reply.get('error', reply)}"
+    return MigrationReport(resumed, bool(reply.get("verified")), tuple(iterations), len(final), total,
+                           downtime, counters, reply, reason)
