@@ -38,7 +38,7 @@ def _shape(ns_name, ifname, bits_per_second, latency_ms):
 
 
 @contextlib.contextmanager
-def testbed(bits_per_second, latency_ms=50, subnet=1):
+def veth_testbed(bits_per_second, latency_ms=50, subnet=1):
     """Namespaces kvmh-src-*/kvmh-dst-* with veth ends 10.213.<subnet>.1/.2,
     both directions shaped to `bits_per_second`."""
     tag = uuid.uuid4().hex[:8]
