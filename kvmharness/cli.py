@@ -150,6 +150,9 @@ def build_parser():
     p.add_argument("--max-iterations", type=_positive_int, default=30)
     p.add_argument("--bandwidth", type=_arg(units.parse_bandwidth),
                    help="cap the migration's own sending rate (default: as fast as the link goes)")
+    p.add_argument("--predict-link", type=_arg(units.parse_bandwidth),
+                   help="first predict the migration over a link of this bandwidth (dirty-bitmap dirty(t)), "
+                        "then migrate and report both")
     p.set_defaults(handler=cmd_migrate, settle=0.2)
 
     p = sub.add_parser("migrate-listen", help="receive a live-migrated VM and resume it (destination side)")
@@ -269,7 +272,8 @@ def cmd_bench(args):
 def cmd_predict(args):
     from .dirtyrate.session import measurement_vm
     from .migration.model import Link
-    from .migration.predict import TABLE_BANDWIDTHS, TABLE_DOWNTIMES, curve_windows, measure_curve, verdict
+    from .migration.predict import (TABLE_BANDWIDTHS, TABLE_DOWNTIMES, curve_windows, measure_curve,
+                                    switch_over_cost, verdict)
 
     if not 0.05 <= args.downtime <= 60:
         raise UsageError("the downtime must be between 50ms and 60s (the windows calc-dirty-rate can measure)")
@@ -280,9 +284,10 @@ def cmd_predict(args):
     with measurement_vm(args, ring) as (vm, monitor):
         windows = curve_windows(downtimes, vm.slot_pages, min(links, key=lambda link: link.goodput))
         curve = measure_curve(vm, monitor, args.mode, windows)
-    main = verdict(curve, links[0], args.downtime, args.max_iterations)
-    table = [verdict(curve, link, d, args.max_iterations) for link in sorted(links, key=lambda l: l.goodput)
-             for d in sorted(downtimes)] if args.table else []
+        switch = switch_over_cost(vm)
+    main = verdict(curve, links[0], args.downtime, args.max_iterations, switch)
+    table = [verdict(curve, link, d, args.max_iterations, switch)
+             for link in sorted(links, key=lambda link: link.goodput) for d in sorted(downtimes)] if args.table else []
     if args.json:
         out = {"converges": main.model.converges, "mode": args.mode, "mem": args.mem, "wps": args.wps,
                **main.to_json(),
@@ -323,14 +328,30 @@ def cmd_migrate(args):
         raise HarnessError(f"cannot connect to {args.to[0]}:{args.to[1]}: {e.strerror or e}") from None
     with sock, measurement_vm(args) as (vm, _):
         sock.settimeout(None)
+        prediction = None
+        if args.predict_link:
+            from .migration.model import Link
+            from .migration.predict import predict_for
+
+            curve, prediction = predict_for(vm, Link(args.predict_link), args.downtime,
+                                            max_iterations=args.max_iterations)
         try:
             report = migrate_out(vm, sock, args.downtime, args.max_iterations,
                                  args.bandwidth / 8 if args.bandwidth else None)
         except OSError as e:
             raise HarnessError(f"migration failed, the source guest keeps running: {e}") from None
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        out = report.to_json()
+        if prediction is not None:
+            out["prediction"] = prediction.to_json()
+            out["prediction"]["curve"] = [[round(t * 1e3, 3), round(p)] for t, p in curve.points]
+        print(json.dumps(out, indent=2))
     else:
+        if prediction is not None:
+            m = prediction.model
+            print(f"predicted: {'converges' if m.converges else 'does not converge'}, "
+                  f"{len(m.iterations)} iterations, total {m.total_seconds:.3f} s, "
+                  f"downtime {m.downtime_seconds * 1e3:.1f} ms")
         for i, it in enumerate(report.iterations):
             print(f"iteration {i}: {it.pages} pages, {it.bytes / 2**20:.1f} MiB, {it.seconds:.3f} s")
         print(f"{report.reason}; final {report.final_pages} pages; total {report.total_seconds:.3f} s; "

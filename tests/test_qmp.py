@@ -336,3 +336,67 @@ def test_qmp_bad_arguments(cli, tmp_path):
     assert result.returncode == 2 and "--socket PATH and/or --tcp" in result.stderr
     result = cli("qmp", "--socket", str(tmp_path / "s"), "--tcp", "nope:x")
     assert result.returncode == 2 and "invalid TCP address" in result.stderr
+
+
+def test_migrate_through_qmp(tmp_path):
+    """QEMU's migrate / query-migrate / migrate-set-parameters, to an
+    in-process destination on loopback."""
+    import threading
+
+    from kvmharness.migration.destination import migrate_in
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    arrived = {}
+
+    def destination():
+        conn, _ = listener.accept()
+        with conn:
+            arrived["arrival"] = migrate_in(conn)
+
+    t = threading.Thread(target=destination, daemon=True)
+    t.start()
+    with MicroVm(VmConfig(mem=64 << 20, seed=61)) as src:
+        src.start()
+        src.wait_ready()
+        src.run_writer(20_000)
+        with serving(src, DirtyRateMonitor(src), tmp_path / "mig.sock") as s:
+            async def session():
+                qmp = QMPClient("migrate")
+                await qmp.connect(s.path)
+                try:
+                    with qmp.listener(("MIGRATION",)) as events:
+                        await qmp.execute("migrate-set-parameters", {"downtime-limit": 300,
+                                                                     "max-bandwidth": 200_000_000})
+                        params = await qmp.execute("query-migrate-parameters")
+                        await qmp.execute("migrate", {"uri": f"tcp:127.0.0.1:{port}"})
+                        for _ in range(600):
+                            info = await qmp.execute("query-migrate")
+                            if info["status"] in ("completed", "failed"):
+                                break
+                            await asyncio.sleep(0.05)
+                        statuses = []
+                        while not events.empty():
+                            statuses.append((await events.get())["data"]["status"])
+                        status = await qmp.execute("query-status")
+                        try:
+                            await qmp.execute("migrate", {"uri": "udp:x"})
+                        except ExecuteError as e:
+                            bad_uri = str(e)
+                        return params, info, statuses, status, bad_uri
+                finally:
+                    await qmp.disconnect()
+
+            params, info, statuses, status, bad_uri = asyncio.run(session())
+    t.join(30)
+    listener.close()
+    assert params == {"downtime-limit": 300, "max-bandwidth": 200_000_000, "x-max-iterations": 30}
+    assert info["status"] == "completed", info
+    assert 0 < info["downtime"] < 2000 and info["ram"]["total"] == 64 << 20
+    assert info["x-report"]["verified"]
+    assert statuses[:3] == ["setup", "active", "completed"]
+    assert status["status"] == "postmigrate" and not status["running"]
+    assert "Invalid migration URI" in bad_uri
+    with arrived["arrival"].vm as dst:
+        time.sleep(0.2)
+        assert dst.counter_total() > arrived["arrival"].resume_counters[0]

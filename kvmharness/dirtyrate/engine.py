@@ -36,7 +36,7 @@ class Window:
         return tuple(e - s for s, e in zip(self.start.mid, self.end.mid))
 
 
-def measure_window(tracker, seconds, end_lead=None):
+def measure_window(tracker, seconds, end_lead=None, poll_seconds=POLL_SECONDS):
     try:
         start = tracker.begin()
         deadline = start.time + seconds - (start.lead if end_lead is None else end_lead)
@@ -47,7 +47,7 @@ def measure_window(tracker, seconds, end_lead=None):
             tracker.poll()
             remaining = deadline - time.perf_counter()
             if remaining > SPIN_SECONDS:
-                time.sleep(min(POLL_SECONDS, remaining - SPIN_SECONDS))
+                time.sleep(min(poll_seconds, remaining - SPIN_SECONDS))
         while time.perf_counter() < deadline:
             pass
         end = tracker.end()

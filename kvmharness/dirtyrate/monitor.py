@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..errors import HarnessError
 from .bitmap import DirtyBitmapTracker
-from .engine import measure_window
+from .engine import POLL_SECONDS, measure_window
 from .ring import DirtyRingTracker
 from .sampling import PageSamplingTracker
 from .theory import expected_unique_pages, pages_to_mib_per_s
@@ -97,8 +97,9 @@ def convert_time(ms, unit):
 
 
 class DirtyRateMonitor:
-    def __init__(self, vm):
+    def __init__(self, vm, poll_seconds=POLL_SECONDS):
         self.vm = vm
+        self.poll_seconds = poll_seconds  # how often the tracker is polled (the ring reaper)
         self._lock = threading.Lock()
         self.status = "unstarted"
         self._config = None
@@ -154,7 +155,7 @@ class DirtyRateMonitor:
         try:
             mode = config["mode"]
             window = measure_window(self._tracker(config), config["calc_time_ms"] / 1000,
-                                    self._end_lead.get(mode))
+                                    self._end_lead.get(mode), self.poll_seconds)
             self._end_lead[mode] = window.end.lead
             result = self._result_of(config, window)
         except BaseException as e:  # reported through query / wait, never lost

@@ -4,8 +4,8 @@ default mode (XXH64 with seed 1, as QEMU 8.1+; native/page_hash.c).
 Differences from QEMU: any slot is sampled, also one under 128 MiB (QEMU
 reports -1 for a VM whose RAM blocks are all smaller); the number of samples
 is sample-pages per GiB of the slot, pro rata (at least one); and the result
-carries a 95 % confidence interval (Wilson score interval for the fraction
-of sampled pages that changed).
+carries a 95 % confidence interval (continuity-corrected Wilson score
+interval for the fraction of sampled pages that changed).
 """
 
 import math
@@ -21,14 +21,19 @@ Z95 = 1.959963984540054
 
 
 def wilson_interval(successes, trials, z=Z95):
-    """Wilson score interval for a binomial proportion (Wilson, JASA 1927)."""
+    """Wilson score interval with continuity correction for a binomial
+    proportion (Newcombe, Statistics in Medicine 1998, method 4).  The
+    correction makes it conservative: it covers the true proportion at least
+    as often as the nominal level, which a measurement's interval should."""
     if trials == 0:
         return 0.0, 1.0
-    p = successes / trials
-    denom = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    n, p, z2 = trials, successes / trials, z * z
+    denom = 2 * (n + z2)
+    low = 0.0 if successes == 0 else max(
+        0.0, (2 * n * p + z2 - 1 - z * math.sqrt(z2 - 2 - 1 / n + 4 * p * (n * (1 - p) + 1))) / denom)
+    high = 1.0 if successes == trials else min(
+        1.0, (2 * n * p + z2 + 1 + z * math.sqrt(z2 + 2 - 1 / n + 4 * p * (n * (1 - p) - 1))) / denom)
+    return low, high
 
 
 def sample_count(sample_pages, slot_bytes):

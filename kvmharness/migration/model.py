@@ -113,8 +113,10 @@ def seed_verdict(dirty_pages_in_downtime, downtime, link):
             "transfer-seconds": round(transfer, 6)}
 
 
-def simulate_precopy(curve, link, downtime, max_iterations=30, resident_pages=None):
-    """Iterate pre-copy on the curve; QEMU's switch-over rule."""
+def simulate_precopy(curve, link, downtime, max_iterations=30, resident_pages=None, switch_seconds=0.0):
+    """Iterate pre-copy on the curve; QEMU's switch-over rule.  The predicted
+    downtime is the last copy plus `switch_seconds`, the fixed cost of the
+    switch-over itself (for us: hashing every page on both sides)."""
     npages = curve.npages if resident_pages is None else resident_pages
     limit_bytes = link.goodput * downtime
     iterations = [Iteration(npages, npages * PAGE_WIRE_BYTES, npages * PAGE_WIRE_BYTES / link.goodput)]
@@ -124,7 +126,7 @@ def simulate_precopy(curve, link, downtime, max_iterations=30, resident_pages=No
         pending = curve.at(iterations[-1].seconds)
         pending_bytes = pending * PAGE_WIRE_BYTES
         if pending_bytes <= limit_bytes:
-            final = pending_bytes / link.goodput
+            final = pending_bytes / link.goodput + switch_seconds
             total = sum(i.seconds for i in iterations) + final
             return Prediction(True, tuple(iterations), final, total,
                               f"switch-over after {len(iterations)} iterations")

@@ -1,6 +1,7 @@
 """`predict`: measure dirty(t) on the running guest, then give the seed's
 one-window verdict and the pre-copy model's, for one link or a table."""
 
+import time
 from dataclasses import dataclass
 
 from ..dirtyrate.monitor import MAX_CALC_TIME_MS, MIN_CALC_TIME_MS
@@ -44,6 +45,23 @@ class Verdict:
                 "seed-verdict": self.seed, "model": self.model.to_json(), "converges": self.model.converges}
 
 
-def verdict(curve, link, downtime, max_iterations=30):
+def verdict(curve, link, downtime, max_iterations=30, switch_seconds=0.0):
     return Verdict(link.bits_per_second, downtime, seed_verdict(curve.at(downtime), downtime, link),
-                   simulate_precopy(curve, link, downtime, max_iterations))
+                   simulate_precopy(curve, link, downtime, max_iterations, switch_seconds=switch_seconds))
+
+
+def switch_over_cost(vm):
+    """Seconds our switch-over adds to the final copy: every page hashed on
+    the source, then again on the destination (same speed assumed)."""
+    t0 = time.perf_counter()
+    vm.page_hashes()
+    return 2 * (time.perf_counter() - t0)
+
+
+def predict_for(vm, link, downtime, mode="dirty-bitmap", max_iterations=30):
+    """Measure this VM's dirty(t) and predict its migration over `link`."""
+    from ..dirtyrate import DirtyRateMonitor
+
+    windows = curve_windows([downtime], vm.slot_pages, link)
+    curve = measure_curve(vm, DirtyRateMonitor(vm), mode, windows)
+    return curve, verdict(curve, link, downtime, max_iterations, switch_over_cost(vm))

@@ -74,6 +74,22 @@ def _query_writer(ctx, a):
     return out
 
 
+def _migrate(ctx, a):
+    try:
+        ctx.migration.start(a["uri"])
+    except HarnessError as e:
+        raise QmpError(str(e)) from None
+    return {}
+
+
+def _set_migrate_parameters(ctx, a):
+    for name, value in a.items():
+        if value < 0 or (name == "x-max-iterations" and value < 1):
+            raise QmpError(f"Parameter '{name}' expects a positive value")
+    ctx.migration.parameters.update(a)
+    return {}
+
+
 def _hmp(ctx, a):
     return human_monitor_command(ctx.monitor, a["command-line"])
 
@@ -83,6 +99,8 @@ def _query_commands(ctx, a):
 
 
 def _query_status(ctx, a):
+    if ctx.migration.status == "completed":
+        return {"running": False, "singlestep": False, "status": "postmigrate", "x-writing": False}
     writing = any(guest.STATES.get(c.state) == "running" for c in ctx.vm.controls)
     return {"running": True, "singlestep": False, "status": "running", "x-writing": writing}
 
@@ -110,5 +128,10 @@ COMMANDS = {
             Arg("pattern", "enum", values=tuple(guest.PATTERNS)),
         ), _set_writer, blocking=True),
         Command("x-query-writer", (), _query_writer),
+        Command("migrate", (Arg("uri", "str", required=True),), _migrate),
+        Command("query-migrate", (), lambda ctx, a: ctx.migration.query()),
+        Command("migrate-set-parameters", (Arg("downtime-limit", "int"), Arg("max-bandwidth", "int"),
+                                           Arg("x-max-iterations", "int")), _set_migrate_parameters),
+        Command("query-migrate-parameters", (), lambda ctx, a: dict(ctx.migration.parameters)),
     ]
 }

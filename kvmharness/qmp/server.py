@@ -14,6 +14,7 @@ import json
 import os
 import time
 
+from ..migration.job import MigrationJob
 from .commands import COMMANDS, version
 from .framing import FramingError, JsonSplitter
 from .schema import QmpError, check_arguments
@@ -32,6 +33,7 @@ class QmpContext:
     def __init__(self, vm, monitor):
         self.vm = vm
         self.monitor = monitor
+        self.migration = MigrationJob(vm)
 
 
 class Session:
@@ -117,6 +119,7 @@ class QmpServer:
         self._loop = None
         self._quit = None
         monitor.listeners.append(self._measured)
+        self.context.migration.listeners.append(self._migration_status)
 
     async def start(self, unix_path=None, tcp=None):
         self._loop = asyncio.get_running_loop()
@@ -168,6 +171,11 @@ class QmpServer:
                 "dirty-rate": result.dirty_rate if result else -1}
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.broadcast, "X_DIRTY_RATE_MEASURED", data)
+
+    def _migration_status(self, status):
+        """From the migration thread: a MIGRATION event, as QEMU sends."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.broadcast, "MIGRATION", {"status": status})
 
     async def _serve(self, reader, writer):
         session = Session(self, writer)

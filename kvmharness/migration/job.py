@@ -1,0 +1,88 @@
+"""Outgoing migration as a background job, as QMP's `migrate` runs it:
+start returns at once, `query-migrate` reports the status, listeners hear
+of every status change (MIGRATION events)."""
+
+import socket
+import threading
+import time
+
+from ..errors import HarnessError
+from .source import migrate_out
+
+DEFAULT_PARAMETERS = {"downtime-limit": 300, "max-bandwidth": 0, "x-max-iterations": 30}
+
+
+def parse_uri(uri):
+    """'tcp:HOST:PORT' -> (host, port), the only transport we speak."""
+    scheme, _, rest = uri.partition(":")
+    host, _, port = rest.rpartition(":")
+    if scheme != "tcp" or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise HarnessError(f"Invalid migration URI '{uri}': use tcp:HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class MigrationJob:
+    def __init__(self, vm):
+        self.vm = vm
+        self.parameters = dict(DEFAULT_PARAMETERS)
+        self.status = "none"
+        self.report = None
+        self.error = None
+        self.started = None
+        self.listeners = []
+        self._lock = threading.Lock()
+
+    def _set_status(self, status):
+        self.status = status
+        for listener in list(self.listeners):
+            listener(status)
+
+    def start(self, uri):
+        address = parse_uri(uri)
+        with self._lock:
+            if self.status in ("setup", "active"):
+                raise HarnessError("There's a migration process in progress")
+            if self.status == "completed":
+                raise HarnessError("The guest has already migrated away")
+            self.report, self.error, self.started = None, None, time.monotonic()
+            self._set_status("setup")
+        threading.Thread(target=self._run, args=(address,), name="migrate", daemon=True).start()
+
+    def _run(self, address):
+        p = self.parameters
+        try:
+            with socket.create_connection(address, timeout=30) as sock:
+                sock.settimeout(None)
+                self._set_status("active")
+                report = migrate_out(self.vm, sock, p["downtime-limit"] / 1000, p["x-max-iterations"],
+                                     p["max-bandwidth"] or None)
+            self.report = report
+            self._set_status("completed" if report.converged else "failed")
+            if not report.converged:
+                self.error = report.reason
+        except (OSError, HarnessError) as e:
+            self.error = f"migration failed, the guest keeps running here: {e}"
+            self._set_status("failed")
+
+    def query(self):
+        """query-migrate's MigrationInfo (the members we can fill)."""
+        info = {"status": self.status}
+        if self.status == "none":
+            return info
+        report = self.report
+        if report is not None:
+            sent = sum(i.bytes for i in report.iterations)
+            info.update({
+                "total-time": round(report.total_seconds * 1e3),
+                "ram": {"transferred": sent, "total": self.vm.config.mem,
+                        "dirty-sync-count": len(report.iterations) + 1,
+                        "normal": sum(i.pages for i in report.iterations) + report.final_pages},
+                "x-report": report.to_json(),
+            })
+            if report.converged:
+                info["downtime"] = round(report.downtime_seconds * 1e3)
+        else:
+            info["total-time"] = round((time.monotonic() - self.started) * 1e3)
+        if self.error:
+            info["error-desc"] = self.error
+        return info
