@@ -29,13 +29,17 @@ def _split(text, units, what, examples):
     return float(m.group(1)), units[unit]
 
 
+def _whole(text, number, scale, what, of):
+    value = number * scale
+    if value != int(value):
+        raise UsageError(f"invalid {what} {text!r}: not a whole number of {of}")
+    return int(value)
+
+
 def parse_size(text):
     """'512MiB', '1GiB', '4G', '65536' -> bytes (whole bytes only)."""
     number, scale = _split(text, _SIZE_UNITS, "size", "512MiB, 1GiB or 4G")
-    value = number * scale
-    if value != int(value):
-        raise UsageError(f"invalid size {text!r}: not a whole number of bytes")
-    return int(value)
+    return _whole(text, number, scale, "size", "bytes")
 
 
 def parse_duration(text):
@@ -47,10 +51,7 @@ def parse_duration(text):
 def parse_rate(text):
     """'3M', '250k', '0' (unlimited) -> writes per second."""
     number, scale = _split(text, _RATE_UNITS, "rate", "3M, 250k or 0 (unlimited)")
-    value = number * scale
-    if value != int(value):
-        raise UsageError(f"invalid rate {text!r}: not a whole number of writes/s")
-    return int(value)
+    return _whole(text, number, scale, "rate", "writes/s")
 
 
 _BANDWIDTH = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgGtT]?)(i?)(bit|b|B)(?:/s|ps)?\s*$")

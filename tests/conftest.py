@@ -3,6 +3,7 @@ On a machine without them they skip with the reason; under CI=true or with
 --require-kvm any skip of such a test is a failure, because our CI has KVM
 and must prove it."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -51,6 +52,17 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and needs and _required(item.config):
         report.outcome = "failed"
         report.longrepr = f"skipped, but KVM/root tests may not skip here: {report.longrepr}"
+
+
+@contextlib.contextmanager
+def running_vm(**config):
+    """A MicroVm built from VmConfig(**config), started and warmed up."""
+    from kvmharness.machine import MicroVm, VmConfig
+
+    with MicroVm(VmConfig(**config)) as vm:
+        vm.start()
+        vm.wait_ready()
+        yield vm
 
 
 KVMHARNESS = os.path.join(os.path.dirname(sys.executable), "kvmharness")

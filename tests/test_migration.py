@@ -233,3 +233,30 @@ def test_hostile_streams_are_refused_with_a_clear_error(payload, message):
     error, reply = _send_to_destination(payload)
     assert message in error
     assert reply == {"status": "refused", "verified": False, "error": error}
+
+
+def test_predict_cli_table(cli):
+    result = cli("predict", "--mem", "64MiB", "--wps", "20k", "--downtime", "300ms", "--bandwidth", "1Gbit/s",
+                 "--table", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["converges"] is True and out["model"]["converges"] is True
+    assert out["seed-verdict"]["converges"] is True
+    times = [t for t, _ in out["curve"]]
+    pages = [p for _, p in out["curve"]]
+    assert times == sorted(times) and pages == sorted(pages) and 300 in [round(t) for t in times]
+    table = {(v["bandwidth-bps"], v["downtime-ms"]): v["converges"] for v in out["table"]}
+    assert len(table) == 16
+    assert table[(100e6, 50.0)] is False and table[(25e9, 1000.0)] is True
+    # more bandwidth or more downtime never turns a yes into a no
+    for (bw, dt), yes in table.items():
+        for (bw2, dt2), yes2 in table.items():
+            if yes and bw2 >= bw and dt2 >= dt:
+                assert yes2, ((bw, dt), (bw2, dt2))
+
+
+def test_predict_rejects_bad_input(cli):
+    assert "between 50ms and 60s" in cli("predict", "--mem", "64MiB", "--downtime", "10ms",
+                                          "--bandwidth", "1Gbit/s").stderr
+    result = cli("predict", "--mem", "64MiB", "--downtime", "300ms", "--bandwidth", "fast")
+    assert result.returncode == 2 and "invalid bandwidth 'fast'" in result.stderr

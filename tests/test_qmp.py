@@ -13,10 +13,10 @@ import time
 import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
-from conftest import KVMHARNESS
 from kvmharness import replay
 from kvmharness.dirtyrate import DirtyRateMonitor
 from kvmharness.dirtyrate.theory import pages_to_mib_per_s
+from conftest import KVMHARNESS, running_vm
 from kvmharness.machine import MicroVm, VmConfig
 from qmp_helpers import RawClient, serving
 
@@ -26,9 +26,7 @@ GiB = 1 << 30
 
 @pytest.fixture(scope="module")
 def vm():
-    with MicroVm(VmConfig(mem=GiB, seed=41)) as vm:
-        vm.start()
-        vm.wait_ready()
+    with running_vm(mem=GiB, seed=41) as vm:
         yield vm
 
 

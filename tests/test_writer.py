@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kvmharness import guest, replay
+from conftest import running_vm
 from kvmharness.machine import MicroVm, VmConfig
 from kvmharness.writer_run import measure_writer
 
@@ -15,17 +16,13 @@ MiB, GiB = 1 << 20, 1 << 30
 
 @pytest.fixture(scope="module")
 def vm_1g():
-    with MicroVm(VmConfig(mem=GiB, seed=11)) as vm:
-        vm.start()
-        vm.wait_ready()
+    with running_vm(mem=GiB, seed=11) as vm:
         yield vm
 
 
 def test_unthrottled_writer_runs_natively():
     """>= 50 M writes/s over 64 MiB: an emulated guest manages ~0.07 M/s."""
-    with MicroVm(VmConfig(mem=64 * MiB)) as vm:
-        vm.start()
-        vm.wait_ready()
+    with running_vm(mem=64 * MiB) as vm:
         seconds, per = measure_writer(vm, 0.5, wps=0)
     rate = per[0].writes_per_second
     print(f"unthrottled: {rate / 1e6:.1f} M writes/s")
@@ -75,9 +72,7 @@ def _assert_tags_match_replay(vm):
 def test_replay_is_exact_page_for_page():
     """Each page's tag is the number of the last write that hit it: the set
     of written pages and the order of writes both match replay exactly."""
-    with MicroVm(VmConfig(mem=64 * MiB, seed=2024)) as vm:
-        vm.start()
-        vm.wait_ready()
+    with running_vm(mem=64 * MiB, seed=2024) as vm:
         vm.run_writer(100_000)
         time.sleep(0.1)
         vm.hold()
@@ -86,9 +81,7 @@ def test_replay_is_exact_page_for_page():
 
 
 def test_replay_exact_across_vcpus_and_pattern_changes():
-    with MicroVm(VmConfig(mem=96 * MiB, vcpus=2, seed=5)) as vm:
-        vm.start()
-        vm.wait_ready()
+    with running_vm(mem=96 * MiB, vcpus=2, seed=5) as vm:
         vm.run_writer(1_000_000)
         time.sleep(0.1)
         vm.set_writer(pattern="sequential", vcpu=1)

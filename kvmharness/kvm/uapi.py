@@ -141,13 +141,15 @@ class kvm_cpuid2(ctypes.Structure):
     _fields_ = [("nent", u32), ("padding", u32)]
 
 
+def _with_entries(header, entry, n):
+    """`header` (a struct ending in a flexible array) with room for n `entry`s."""
+    return type(f"{header.__name__}_{n}", (ctypes.Structure,),
+                {"_fields_": list(header._fields_) + [("entries", entry * n)]})
+
+
 def kvm_cpuid2_with(nent):
     """A kvm_cpuid2 header followed by room for `nent` entries."""
-
-    class _cpuid2(ctypes.Structure):
-        _fields_ = [("nent", u32), ("padding", u32), ("entries", kvm_cpuid_entry2 * nent)]
-
-    return _cpuid2
+    return _with_entries(kvm_cpuid2, kvm_cpuid_entry2, nent)
 
 
 class kvm_msr_entry(ctypes.Structure):
@@ -162,11 +164,7 @@ class kvm_msrs(ctypes.Structure):
 
 def kvm_msrs_with(nmsrs):
     """A kvm_msrs header followed by room for `nmsrs` entries."""
-
-    class _msrs(ctypes.Structure):
-        _fields_ = [("nmsrs", u32), ("pad", u32), ("entries", kvm_msr_entry * nmsrs)]
-
-    return _msrs
+    return _with_entries(kvm_msrs, kvm_msr_entry, nmsrs)
 
 
 class kvm_dirty_gfn(ctypes.Structure):

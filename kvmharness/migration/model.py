@@ -81,6 +81,8 @@ class DirtyCurve:
 
 @dataclass(frozen=True)
 class Iteration:
+    """One pre-copy pass, predicted or measured."""
+
     pages: float
     bytes: float
     seconds: float

@@ -20,24 +20,17 @@ import numpy as np
 
 from ..dirtyrate.bitmap import DirtyBitmapTracker
 from ..errors import HarnessError
-from .model import PAGE_WIRE_BYTES
+from .model import PAGE_WIRE_BYTES, Iteration
 from .stream import StreamWriter
 
 SWITCH_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
-class IterationStat:
-    pages: int
-    bytes: int
-    seconds: float
-
-
-@dataclass(frozen=True)
 class MigrationReport:
     converged: bool
     verified: bool
-    iterations: tuple  # IterationStat, before the switch-over
+    iterations: tuple  # model.Iteration, as measured, before the switch-over
     final_pages: int  # sent with the vCPUs stopped
     total_seconds: float
     downtime_seconds: float  # vCPUs stopped here until the destination said it resumed
@@ -100,7 +93,7 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None):
             t0, b0 = time.perf_counter(), writer.bytes_sent
             writer.pages(pending, pages)
             seconds = time.perf_counter() - t0
-            iterations.append(IterationStat(len(pending), writer.bytes_sent - b0, seconds))
+            iterations.append(Iteration(len(pending), writer.bytes_sent - b0, seconds))
             rate = bytes_per_second or (writer.bytes_sent - b0) / max(seconds, 1e-6)
             log.sync()
             pending = log.dirty_pages()
