@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import guest, paging, uapi_setup
+from . import guest, paging, vcpu_setup
 from .dirty_ring import DirtyRings, ring_bytes
 from ._native import lib
-from .errors import CapabilityMissing, GuestError, HarnessError, UsageError
+from .errors import CapabilityMissing, HarnessError, UsageError
 from .kvm import Kvm, uapi
 from .kvm.system import DEFAULT_DEVICE
 from .memory import Mapping, check_host_can_back
@@ -156,8 +156,8 @@ class MicroVm:
         for k in range(config.vcpus):
             vcpu = self._stack.enter_context(vm.create_vcpu(k))
             vcpu.set_cpuid2(cpuid)
-            uapi_setup.enter_long_mode_cpl3(vcpu, lib.KVMH_PML4_GPA)
-            uapi_setup.set_entry(vcpu, lib.KVMH_CODE_GPA, guest.control_block_gpa(k))
+            vcpu_setup.enter_long_mode_cpl3(vcpu, lib.KVMH_PML4_GPA)
+            vcpu_setup.set_entry(vcpu, lib.KVMH_CODE_GPA, guest.control_block_gpa(k))
             self.vcpus.append(vcpu)
         if config.dirty_ring_entries:
             self.ring = self._stack.enter_context(

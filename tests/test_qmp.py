@@ -1,7 +1,6 @@
 """The QMP server, driven by the real qemu.qmp client and by raw sockets."""
 
 import asyncio
-import json
 import os
 import random
 import signal
@@ -398,3 +397,21 @@ def test_migrate_through_qmp(tmp_path):
     with arrived["arrival"].vm as dst:
         time.sleep(0.2)
         assert dst.counter_total() > arrived["arrival"].resume_counters[0]
+
+
+def test_a_client_leaving_mid_measurement_loses_nothing(server):
+    leaver = RawClient(server.path)
+    leaver.send({"execute": "calc-dirty-rate", "arguments": {"calc-time": 300, "calc-time-unit": "millisecond",
+                                                            "mode": "dirty-bitmap"}})
+    leaver.close()  # gone before the reply, mid-measurement
+    other = RawClient(server.path)
+    try:
+        for _ in range(100):
+            info = other.cmd("query-dirty-rate", **{"calc-time-unit": "millisecond"})["return"]
+            if info["status"] == "measured":
+                break
+            time.sleep(0.05)
+        assert info["status"] == "measured" and info["mode"] == "dirty-bitmap"
+        assert abs(info["calc-time"] - 300) <= 1 and info["dirty-rate"] > 0
+    finally:
+        other.close()

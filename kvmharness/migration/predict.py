@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass
 
 from ..dirtyrate.monitor import MAX_CALC_TIME_MS, MIN_CALC_TIME_MS
-from .model import PAGE_WIRE_BYTES, DirtyCurve, Link, seed_verdict, simulate_precopy
+from .model import PAGE_WIRE_BYTES, DirtyCurve, seed_verdict, simulate_precopy
 
 BASE_WINDOWS_MS = (50, 100, 200, 500, 1000, 2000, 5000)
 LONGEST_DEFAULT_MS = 10_000
