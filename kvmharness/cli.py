@@ -56,6 +56,16 @@ def parse_sizes(text):
     return tuple(units.parse_size(t) for t in text.split(","))
 
 
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: use 0..65535")
+    return value
+
+
 def _tcp_address(text):
     host, _, port = text.rpartition(":")
     try:
@@ -164,7 +174,7 @@ def build_parser():
     p.set_defaults(handler=_lazy("migration.commands", "cmd_migrate"), settle=0.2)
 
     p = sub.add_parser("migrate-listen", help="receive a live-migrated VM and resume it (destination side)")
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=_port, required=True)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
     p.add_argument("--run-after", type=_arg(units.parse_duration), default=1.0,
                    help="how long the resumed guest runs before the report (default 1s)")

@@ -79,3 +79,17 @@ def test_more_vcpus_than_kvm_allows(cli):
 @pytest.mark.kvm
 def test_more_vcpus_than_we_support(cli):
     _fails(cli("run", "--mem", "64MiB", "--vcpus", "65"), 2, "kvmharness supports at most 64")
+
+
+@pytest.mark.parametrize("args,status,fragment", [
+    (["migrate-listen", "--port", "99999"], 2, "invalid port '99999'"),
+    (["migrate", "--to", "nowhere"], 2, "invalid TCP address 'nowhere'"),
+    (["migrate", "--to", "127.0.0.1:1", "--mem", "64MiB"], 1, "cannot connect to 127.0.0.1:1"),
+    (["predict", "--mem", "64MiB", "--downtime", "1h", "--bandwidth", "1Gbit/s"], 2, "invalid duration '1h'"),
+    (["bench", "--sizes", "1GiB,lots"], 2, "invalid size 'lots'"),
+    (["calc-dirty-rate", "--calc-time", "10", "--calc-time-unit", "millisecond"], 2,
+     "Calculation time is out of range [50ms, 60000ms]."),
+    (["calc-dirty-rate", "--calc-time", "1", "--sample-pages", "64"], 2, "sample-pages is out of range[128, 16384]."),
+])
+def test_bad_arguments_of_the_other_commands(cli, args, status, fragment):
+    _fails(cli(*args), status, fragment)
