@@ -56,23 +56,25 @@ def parse_sizes(text):
     return tuple(units.parse_size(t) for t in text.split(","))
 
 
-def _port(text):
+def _port_number(text):
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
+        return None
+    return value if 0 <= value <= 65535 else None
+
+
+def _port(text):
+    value = _port_number(text)
+    if value is None:
         raise argparse.ArgumentTypeError(f"invalid port {text!r}: use 0..65535")
     return value
 
 
 def _tcp_address(text):
     host, _, port = text.rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not 0 <= number <= 65535:
+    number = _port_number(port)
+    if number is None:
         raise argparse.ArgumentTypeError(f"invalid TCP address {text!r}: use [HOST:]PORT")
     return host or "127.0.0.1", number
 
