@@ -186,7 +186,7 @@ def build_parser():
 
 
 def cmd_probe(args):
-    from .probe import probe
+    from .probe import CALIBRATION_MEM, probe
 
     report = probe()
     if args.json:
@@ -200,7 +200,7 @@ def cmd_probe(args):
     for name, value in report.caps.items():
         print(f"  {name:<36} {value}")
     print(f"guest loop rate:  {units.format_rate(report.loop_writes_per_second)}writes/s "
-          f"(random, {64} MiB, unthrottled)")
+          f"(random, {CALIBRATION_MEM >> 20} MiB, unthrottled)")
     print(f"first write to a clean page under dirty logging: {report.first_write_us:.2f} us")
     return 0
 
