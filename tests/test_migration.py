@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import KVMHARNESS
+from conftest import KVMHARNESS, running_vm
 from kvmharness import guest, replay
 from kvmharness.machine import MicroVm, VmConfig
 from kvmharness.migration.destination import migrate_in
@@ -152,19 +152,31 @@ def _keeps_running(vm):
     assert vm.counter_total() > c0, "the source guest stopped"
 
 
-def test_replay_is_exact_after_migration(source_vm):
-    result = _in_process(source_vm)
+def _assert_replay_exact_after(result):
     assert result["report"].converged and result["report"].verified
     with result["arrival"].vm as vm:
         time.sleep(0.3)
         vm.hold()
         counters = vm.counters()
-        assert counters[0] > result["arrival"].resume_counters[0]
+        assert all(c > r for c, r in zip(counters, result["arrival"].resume_counters))
+        assert result["arrival"].resume_counters == result["report"].switch_counters
         tags = vm.page_tags()
-        want = replay.last_tags([(vm.logs[0], 0, counters[0])], vm.slot_pages)
+        want = replay.last_tags([(vm.logs[k], 0, c) for k, c in enumerate(counters)], vm.slot_pages)
         written = want != 0
         np.testing.assert_array_equal(tags[written], want[written])
         assert np.all(tags[~written] == guest.WARM_TAG)
+
+
+def test_replay_is_exact_after_migration(source_vm):
+    _assert_replay_exact_after(_in_process(source_vm))
+
+
+def test_two_vcpus_migrate_with_a_pattern_change_behind_them():
+    with running_vm(mem=64 * MiB, vcpus=2, seed=52) as vm:
+        vm.run_writer(20_000)
+        vm.set_writer(pattern="sequential", vcpu=1)
+        time.sleep(0.1)
+        _assert_replay_exact_after(_in_process(vm))
 
 
 def test_corrupted_page_is_refused_and_the_source_keeps_running(source_vm):
