@@ -89,7 +89,9 @@ def cmd_migrate(args):
         for i, it in enumerate(report.iterations):
             print(f"iteration {i}: {it.pages} pages, {it.bytes / 2**20:.1f} MiB, {it.seconds:.3f} s")
         print(f"{report.reason}; final {report.final_pages} pages; total {report.total_seconds:.3f} s; "
-              f"downtime {report.downtime_seconds * 1e3:.1f} ms; verified {report.verified}")
+              f"downtime {report.downtime_seconds * 1e3:.1f} ms (of which hashing every page for the "
+              f"check: {report.hash_seconds * 1e3:.1f} ms here, "
+              f"{report.destination.get('hash-ms', 0):.1f} ms at the destination); verified {report.verified}")
     if report.destination.get("status") == "refused":
         return 1
     return 0

@@ -79,7 +79,9 @@ def migrate_in(sock):
                 vm.restore_vcpu(vcpu_id, tsc, regs, sregs)
                 restored.add(vcpu_id)
             elif rtype == HASHES:
+                t_hash = time.perf_counter()
                 mismatched = np.flatnonzero(vm.page_hashes() != payload)
+                hash_ms = (time.perf_counter() - t_hash) * 1e3
                 verified = len(mismatched) == 0
                 if not verified:
                     raise StreamError(f"{len(mismatched)} pages differ from the source's "
@@ -90,11 +92,11 @@ def migrate_in(sock):
                 if not control_seen or len(restored) != len(vm.vcpus) or verified is None:
                     raise StreamError("END before the control slot, every vCPU and the hashes")
                 break
+        counters = tuple(vm.counters())  # as the source left them: the guest resumes from here
         vm.start()
         resumed_at = time.monotonic()
-        counters = tuple(vm.counters())
         _reply(sock, {"status": "resumed", "verified": True, "pages-received": received,
-                      "resume-counters": list(counters)})
+                      "resume-counters": list(counters), "hash-ms": round(hash_ms, 3)})
         return Arrival(vm, True, received, resumed_at, counters)
     except (StreamError, OSError) as e:
         if vm is not None:

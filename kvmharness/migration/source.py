@@ -34,6 +34,7 @@ class MigrationReport:
     final_pages: int  # sent with the vCPUs stopped
     total_seconds: float
     downtime_seconds: float  # vCPUs stopped here until the destination said it resumed
+    hash_seconds: float  # of which: hashing every page here (the destination reports its own)
     switch_counters: tuple  # the guest's write counters at the switch-over
     destination: dict  # the destination's answer
     reason: str
@@ -47,6 +48,7 @@ class MigrationReport:
             "final-pages": self.final_pages,
             "total-seconds": round(self.total_seconds, 6),
             "downtime-ms": round(self.downtime_seconds * 1e3, 3),
+            "source-hash-ms": round(self.hash_seconds * 1e3, 3),
             "switch-counters": list(self.switch_counters),
             "destination": self.destination,
             "reason": self.reason,
@@ -104,7 +106,7 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None):
                 reason = (f"did not converge: {len(pending)} pages still dirty after {max_iterations} "
                           f"iterations, {int(rate * downtime / PAGE_WIRE_BYTES)} fit in the downtime")
                 return MigrationReport(False, False, tuple(iterations), 0,
-                                       time.perf_counter() - t_start, 0.0, tuple(vm.counters()),
+                                       time.perf_counter() - t_start, 0.0, 0.0, tuple(vm.counters()),
                                        {"status": "aborted"}, reason)
         return _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start)
     finally:
@@ -131,7 +133,10 @@ def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start):
         writer.control(vm.control.read(0, vm.control.size))
         for k in sorted(states):
             writer.vcpu(k, *states[k])
-        writer.hashes(vm.page_hashes())
+        t_hash = time.perf_counter()
+        hashes = vm.page_hashes()
+        hash_seconds = time.perf_counter() - t_hash
+        writer.hashes(hashes)
         writer.end()
         reply = _read_reply(sock, SWITCH_TIMEOUT)
         resumed = reply.get("status") == "resumed"
@@ -141,4 +146,4 @@ def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start):
     total = time.perf_counter() - t_start
     reason = "switched over" if resumed else f"the destination refused: {reply.get('error', reply)}"
     return MigrationReport(resumed, bool(reply.get("verified")), tuple(iterations), len(final), total,
-                           downtime, counters, reply, reason)
+                           downtime, hash_seconds, counters, reply, reason)
