@@ -27,6 +27,15 @@ class Arrival:
     resume_counters: tuple
 
 
+def boot_id():
+    """This kernel's boot id: two processes that share it share CLOCK_MONOTONIC."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def _config_from(meta):
     try:
         mem, vcpus, seed = int(meta["mem"]), int(meta["vcpus"]), int(meta["seed"])
@@ -96,7 +105,8 @@ def migrate_in(sock):
         vm.start()
         resumed_at = time.monotonic()
         _reply(sock, {"status": "resumed", "verified": True, "pages-received": received,
-                      "resume-counters": list(counters), "hash-ms": round(hash_ms, 3)})
+                      "resume-counters": list(counters), "hash-ms": round(hash_ms, 3),
+                      "boot-id": boot_id(), "resumed-at": resumed_at})
         return Arrival(vm, True, received, resumed_at, counters)
     except (StreamError, OSError) as e:
         if vm is not None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..dirtyrate.bitmap import DirtyBitmapTracker
 from ..errors import HarnessError
+from .destination import boot_id
 from .model import PAGE_WIRE_BYTES, Iteration
 from .stream import StreamWriter
 
@@ -33,7 +34,8 @@ class MigrationReport:
     iterations: tuple  # model.Iteration, as measured, before the switch-over
     final_pages: int  # sent with the vCPUs stopped
     total_seconds: float
-    downtime_seconds: float  # vCPUs stopped here until the destination said it resumed
+    downtime_seconds: float  # vCPUs stopped here until the guest ran again there (see downtime_basis)
+    downtime_basis: str  # "same-host-clock": pause to resume, exact; "round-trip": until the answer came
     hash_seconds: float  # of which: hashing every page here (the destination reports its own)
     switch_counters: tuple  # the guest's write counters at the switch-over
     destination: dict  # the destination's answer
@@ -48,6 +50,7 @@ class MigrationReport:
             "final-pages": self.final_pages,
             "total-seconds": round(self.total_seconds, 6),
             "downtime-ms": round(self.downtime_seconds * 1e3, 3),
+            "downtime-basis": self.downtime_basis,
             "source-hash-ms": round(self.hash_seconds * 1e3, 3),
             "switch-counters": list(self.switch_counters),
             "destination": self.destination,
@@ -106,7 +109,7 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None):
                 reason = (f"did not converge: {len(pending)} pages still dirty after {max_iterations} "
                           f"iterations, {int(rate * downtime / PAGE_WIRE_BYTES)} fit in the downtime")
                 return MigrationReport(False, False, tuple(iterations), 0,
-                                       time.perf_counter() - t_start, 0.0, 0.0, tuple(vm.counters()),
+                                       time.perf_counter() - t_start, 0.0, "none", 0.0, tuple(vm.counters()),
                                        {"status": "aborted"}, reason)
         return _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start)
     finally:
@@ -124,7 +127,7 @@ def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start):
         vcpu.immediate_exit = False
         states[vcpu.id] = (vcpu.get_msrs([0x10])[0x10], vcpu.get_regs(), vcpu.get_sregs())
 
-    t_pause = time.perf_counter()
+    t_pause, t_pause_monotonic = time.perf_counter(), time.monotonic()
     with vm.vcpus_stopped(timeout=SWITCH_TIMEOUT, on_stop=capture):
         counters = tuple(vm.counters())
         log.sync()
@@ -142,8 +145,10 @@ def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start):
         resumed = reply.get("status") == "resumed"
         if resumed:
             vm.retire_vcpus()  # the guest lives on at the destination
-        downtime = time.perf_counter() - t_pause
+        downtime, basis = time.perf_counter() - t_pause, "round-trip"
+        if resumed and reply.get("boot-id") is not None and reply.get("boot-id") == boot_id():
+            downtime, basis = reply["resumed-at"] - t_pause_monotonic, "same-host-clock"
     total = time.perf_counter() - t_start
     reason = "switched over" if resumed else f"the destination refused: {reply.get('error', reply)}"
     return MigrationReport(resumed, bool(reply.get("verified")), tuple(iterations), len(final), total,
-                           downtime, hash_seconds, counters, reply, reason)
+                           downtime, basis, hash_seconds, counters, reply, reason)
