@@ -4,8 +4,8 @@
 The window is the time between the instants the two edges took effect
 (kvmharness.dirtyrate.window).  To make it match the request to within
 microseconds, the end edge is called early by its expected lead (the last end
-edge's of this tracker kind, or the start edge's when there is none yet), the
-last
+edge's of this tracker kind, or the start edge's when there is none yet) and
+aimed a quarter of a millisecond late (AIM_LATE_SECONDS), the last
 millisecond is waited out by spinning rather than sleeping, and the actual
 window is what we report (x-window-us), as QEMU reports the actual calc-time.
 """
@@ -18,6 +18,10 @@ from .window import Edge
 
 POLL_SECONDS = 0.002
 SPIN_SECONDS = 0.0015
+# QEMU waits at least calc-time, so its actual window is never shorter than
+# the request (and a 1 s window queried in seconds reads 1, not 0).  We aim
+# this far past the request so that edge jitter keeps that true.
+AIM_LATE_SECONDS = 0.00025
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class Window:
 def measure_window(tracker, seconds, end_lead=None, poll_seconds=POLL_SECONDS):
     try:
         start = tracker.begin()
-        deadline = start.time + seconds - (start.lead if end_lead is None else end_lead)
+        lead = start.lead if end_lead is None else end_lead
+        deadline = start.time + seconds + AIM_LATE_SECONDS - lead
         while True:
             remaining = deadline - time.perf_counter()
             if remaining <= SPIN_SECONDS:
