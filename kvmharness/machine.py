@@ -298,22 +298,27 @@ class MicroVm:
         on the vCPU's thread.  `timeout` bounds both the wait for the vCPUs
         to come out and how long they stay out."""
         release = threading.Event()
+        all_out = threading.Event()
         arrived = []
+        targets = [t for t in self.threads if not t.exited]
 
         def park(vcpu):
             if on_stop is not None:
                 on_stop(vcpu)
             arrived.append(vcpu.id)
+            if len(arrived) == len(targets):
+                all_out.set()
             release.wait(timeout)
 
-        requests = [(t, t.request_outside_guest(park)) for t in self.threads if not t.exited]
+        # Block, not poll, while waiting: a polling thread keeps taking the GIL
+        # back, and the vCPU threads need it to come out.
+        requests = [(t, t.request_outside_guest(park)) for t in targets]
         try:
             deadline = time.monotonic() + timeout
-            while len(arrived) < len(requests):
+            while requests and not all_out.wait(0.1):
                 self.check()
-                if time.monotonic() > deadline:
+                if any(t.exited for t in targets) or time.monotonic() > deadline:
                     raise HarnessError("vCPUs did not leave the guest when asked")
-                time.sleep(0)
             yield
         finally:
             release.set()

@@ -5,8 +5,8 @@ The window is the time between the instants the two edges took effect
 (kvmharness.dirtyrate.window).  To make it match the request to within
 microseconds, the end edge is called early by its expected lead (the last end
 edge's of this tracker kind, or the start edge's when there is none yet) and
-aimed a quarter of a millisecond late (AIM_LATE_SECONDS), the last
-millisecond is waited out by spinning rather than sleeping, and the actual
+aimed a quarter of a millisecond late (AIM_LATE_SECONDS), the wait ends
+within microseconds of its deadline (kvmharness.timing), and the actual
 window is what we report (x-window-us), as QEMU reports the actual calc-time.
 """
 
@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 
 from .count import Count
+from ..timing import sleep_until, tighten_timer_slack
 from .window import Edge
 
 POLL_SECONDS = 0.002
-SPIN_SECONDS = 0.0015
+FINAL_SECONDS = 0.001  # no polling in the last millisecond: nothing may delay the end edge
 # QEMU waits at least calc-time, so its actual window is never shorter than
 # the request (and a 1 s window queried in seconds reads 1, not 0).  We aim
 # this far past the request so that edge jitter keeps that true.
@@ -41,20 +42,15 @@ class Window:
 
 
 def measure_window(tracker, seconds, end_lead=None, poll_seconds=POLL_SECONDS):
+    tighten_timer_slack()
     try:
         start = tracker.begin()
         lead = start.lead if end_lead is None else end_lead
         deadline = start.time + seconds + AIM_LATE_SECONDS - lead
-        while True:
-            remaining = deadline - time.perf_counter()
-            if remaining <= SPIN_SECONDS:
-                break
+        while deadline - time.perf_counter() > poll_seconds + FINAL_SECONDS:
             tracker.poll()
-            remaining = deadline - time.perf_counter()
-            if remaining > SPIN_SECONDS:
-                time.sleep(min(poll_seconds, remaining - SPIN_SECONDS))
-        while time.perf_counter() < deadline:
-            pass
+            sleep_until(min(time.perf_counter() + poll_seconds, deadline - FINAL_SECONDS))
+        sleep_until(deadline)
         end = tracker.end()
         count = tracker.count()
     finally:
