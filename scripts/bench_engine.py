@@ -30,6 +30,7 @@ from kvmharness.machine import MicroVm, VmConfig
 from kvmharness.memory import Mapping
 
 GiB = 1 << 30
+SETTLE_SECONDS = 2.0
 
 
 def harvest_throughput(entries=65536, rounds=200):
@@ -84,6 +85,10 @@ def window_precision(windows, calc_ms=50):
             vm.start()
             vm.wait_ready()
             vm.run_writer(3_000_000)
+            # Tearing the previous VM down (its GiB of guest RAM) leaves the
+            # host kernel busy for a moment; windows measured right then can
+            # end 1-4 ms late.  Let it settle first.
+            time.sleep(SETTLE_SECONDS)
             monitor = DirtyRateMonitor(vm)
             deltas = []
             for _ in range(windows):
