@@ -9,6 +9,7 @@ harvested.  Harvested entries go to the current sink, or are only counted
 when there is none (between measurements).
 """
 
+import ctypes
 import threading
 
 import numpy as np
@@ -18,8 +19,15 @@ from .errors import HarnessError, UsageError
 from .kvm import uapi
 from .memory import Mapping
 
-GFN_SIZE = 16  # sizeof(struct kvm_dirty_gfn), checked by tests/test_uapi_layout.py
+GFN_SIZE = ctypes.sizeof(uapi.kvm_dirty_gfn)  # checked against the kernel by tests/test_uapi_layout.py
 MIN_ENTRIES = 4096 // GFN_SIZE  # KVM wants at least one page per ring
+
+
+def max_ring_bytes(kvm):
+    """(largest ring in bytes, whether it is the ACQ_REL flavour) that `kvm`
+    (a Kvm or Vm: anything with check_extension) offers; (0, False): none."""
+    acq_rel = kvm.check_extension("KVM_CAP_DIRTY_LOG_RING_ACQ_REL")
+    return (acq_rel, True) if acq_rel else (kvm.check_extension("KVM_CAP_DIRTY_LOG_RING"), False)
 
 
 def ring_bytes(entries, max_bytes):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import guest, paging, vcpu_setup
-from .dirty_ring import DirtyRings, ring_bytes
+from .dirty_ring import DirtyRings, max_ring_bytes, ring_bytes
 from ._native import lib
 from .errors import CapabilityMissing, HarnessError, UsageError
 from .kvm import Kvm, uapi
@@ -116,11 +116,10 @@ class MicroVm:
         self.manual_protect = 0
         if config.dirty_ring_entries:
             # Before any vCPU exists (Vm enforces it); excludes bitmap logging.
-            acq_rel = vm.check_extension("KVM_CAP_DIRTY_LOG_RING_ACQ_REL")
-            max_bytes = acq_rel or vm.check_extension("KVM_CAP_DIRTY_LOG_RING")
+            max_bytes, acq_rel = max_ring_bytes(vm)
             if not max_bytes:
                 raise CapabilityMissing("this host's KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING)")
-            vm.enable_dirty_log_ring(ring_bytes(config.dirty_ring_entries, max_bytes), bool(acq_rel))
+            vm.enable_dirty_log_ring(ring_bytes(config.dirty_ring_entries, max_bytes), acq_rel)
         elif config.manual_protect:
             supported = vm.check_extension("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2")
             if supported & uapi.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE:

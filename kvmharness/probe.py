@@ -6,14 +6,15 @@ to a clean page under dirty logging is what slows a writer while bitmap or
 ring tracking is on (platform-notes.md).
 """
 
-import ctypes
 import os
 import time
 from dataclasses import dataclass, field
 
 from .dirtyrate.bitmap import DirtyBitmapTracker
+from .dirty_ring import GFN_SIZE, max_ring_bytes
+from .kvm import Kvm
 from .machine import MicroVm, VmConfig
-from .kvm import Kvm, uapi
+from .writer_run import measure_writer
 from .kvm.system import DEFAULT_DEVICE
 
 CAPS = [
@@ -77,12 +78,8 @@ def host_kind():
 
 def calibrate_loop_rate(vm, seconds=0.3):
     """Unthrottled random writes over the VM's region, writes/s."""
-    vm.run_writer(0, "random")
-    t0, c0 = time.perf_counter(), vm.counter_total()
-    time.sleep(seconds)
-    c1, t1 = vm.counter_total(), time.perf_counter()
-    vm.hold()
-    return (c1 - c0) / (t1 - t0)
+    _, per = measure_writer(vm, seconds, wps=0, pattern="random")
+    return sum(r.writes_per_second for r in per)
 
 
 def calibrate_first_write(vm, loop_rate):
@@ -111,14 +108,14 @@ def probe(device=DEFAULT_DEVICE, calibrate=True):
     with Kvm(device) as kvm:
         caps = {name: kvm.check_extension(name) for name in CAPS}
         version = kvm.get_api_version()
-    ring_bytes = max(caps["KVM_CAP_DIRTY_LOG_RING_ACQ_REL"], caps["KVM_CAP_DIRTY_LOG_RING"])
+        ring_bytes, _ = max_ring_bytes(kvm)
     report = dict(
         host_kind=kind,
         cpu_model=model,
         kernel=os.uname().release,
         api_version=version,
         caps=caps,
-        dirty_ring_max_entries=ring_bytes // ctypes.sizeof(uapi.kvm_dirty_gfn),
+        dirty_ring_max_entries=ring_bytes // GFN_SIZE,
     )
     if calibrate:
         with MicroVm(VmConfig(mem=CALIBRATION_MEM, device=device)) as vm:

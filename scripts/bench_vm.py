@@ -24,6 +24,7 @@ from kvmharness import guest
 from kvmharness._native import ffi, lib
 from kvmharness.machine import MicroVm, VmConfig
 from kvmharness.memory import MAP_ANONYMOUS, MAP_SHARED, Mapping
+from kvmharness.writer_run import measure_writer
 
 GiB, MiB = 1 << 30, 1 << 20
 
@@ -45,13 +46,8 @@ def guest_rate(mem, seconds, wps):
     with MicroVm(VmConfig(mem=mem)) as vm:
         vm.start()
         vm.wait_ready()
-        vm.run_writer(wps)
-        time.sleep(0.05)
-        c0, t0 = vm.counter_total(), time.perf_counter()
-        time.sleep(seconds)
-        c1, t1 = vm.counter_total(), time.perf_counter()
-        vm.hold()
-    return (c1 - c0) / (t1 - t0)
+        _, per = measure_writer(vm, seconds, wps)
+    return per[0].writes_per_second
 
 
 def host_rate(mem, seconds, wps, tsc_khz):

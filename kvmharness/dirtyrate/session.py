@@ -4,6 +4,7 @@ with the writer running at the asked rate for a settling time."""
 import contextlib
 import time
 
+from ..dirty_ring import GFN_SIZE, max_ring_bytes
 from ..kvm import Kvm
 from ..kvm.system import DEFAULT_DEVICE
 from ..machine import MicroVm, VmConfig
@@ -12,9 +13,7 @@ from .monitor import DirtyRateMonitor
 
 def host_max_ring_entries(device=DEFAULT_DEVICE):
     with Kvm(device) as kvm:
-        max_bytes = max(kvm.check_extension("KVM_CAP_DIRTY_LOG_RING_ACQ_REL"),
-                        kvm.check_extension("KVM_CAP_DIRTY_LOG_RING"))
-    return max_bytes // 16
+        return max_ring_bytes(kvm)[0] // GFN_SIZE
 
 
 @contextlib.contextmanager

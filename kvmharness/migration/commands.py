@@ -11,8 +11,7 @@ from ..dirtyrate.session import measurement_vm
 from ..errors import HarnessError, UsageError
 from .destination import migrate_in
 from .model import Link
-from .predict import (TABLE_BANDWIDTHS, TABLE_DOWNTIMES, curve_windows, measure_curve, predict_for,
-                      switch_over_cost, verdict)
+from .predict import TABLE_BANDWIDTHS, TABLE_DOWNTIMES, predict_for
 from .source import migrate_out
 
 
@@ -23,13 +22,11 @@ def cmd_predict(args):
     downtimes = [args.downtime] + ([d for d in TABLE_DOWNTIMES if d != args.downtime] if args.table else [])
     links = [Link(b, args.tcp_overhead) for b in links]
     ring = 0 if args.mode == "dirty-ring" else None
-    with measurement_vm(args, ring) as (vm, monitor):
-        windows = curve_windows(downtimes, vm.slot_pages, min(links, key=lambda link: link.goodput))
-        curve = measure_curve(vm, monitor, args.mode, windows)
-        switch = switch_over_cost(vm)
-    main = verdict(curve, links[0], args.downtime, args.max_iterations, switch)
-    table = [verdict(curve, link, d, args.max_iterations, switch)
-             for link in sorted(links, key=lambda link: link.goodput) for d in sorted(downtimes)] if args.table else []
+    with measurement_vm(args, ring) as (vm, _):
+        curve, verdicts = predict_for(vm, links, downtimes, args.mode, args.max_iterations)
+    main = verdicts[(links[0], args.downtime)]
+    table = [verdicts[(link, d)] for link in sorted(links, key=lambda link: link.goodput)
+             for d in sorted(downtimes)] if args.table else []
     if args.json:
         out = {"converges": main.model.converges, "mode": args.mode, "mem": args.mem, "wps": args.wps,
                **main.to_json(),
@@ -67,8 +64,9 @@ def cmd_migrate(args):
         sock.settimeout(None)
         prediction = None
         if args.predict_link:
-            curve, prediction = predict_for(vm, Link(args.predict_link), args.downtime,
-                                            max_iterations=args.max_iterations)
+            link = Link(args.predict_link)
+            curve, verdicts = predict_for(vm, [link], [args.downtime], max_iterations=args.max_iterations)
+            prediction = verdicts[(link, args.downtime)]
         try:
             report = migrate_out(vm, sock, args.downtime, args.max_iterations,
                                  args.bandwidth / 8 if args.bandwidth else None)

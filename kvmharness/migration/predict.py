@@ -58,10 +58,12 @@ def switch_over_cost(vm):
     return 2 * (time.perf_counter() - t0)
 
 
-def predict_for(vm, link, downtime, mode="dirty-bitmap", max_iterations=30):
-    """Measure this VM's dirty(t) and predict its migration over `link`."""
+def predict_for(vm, links, downtimes, mode="dirty-bitmap", max_iterations=30):
+    """Measure this VM's dirty(t) once and predict its migration over every
+    link and downtime: (curve, {(link, downtime): Verdict})."""
     from ..dirtyrate import DirtyRateMonitor
 
-    windows = curve_windows([downtime], vm.slot_pages, link)
+    windows = curve_windows(downtimes, vm.slot_pages, min(links, key=lambda link: link.goodput))
     curve = measure_curve(vm, DirtyRateMonitor(vm), mode, windows)
-    return curve, verdict(curve, link, downtime, max_iterations, switch_over_cost(vm))
+    switch = switch_over_cost(vm)
+    return curve, {(link, d): verdict(curve, link, d, max_iterations, switch) for link in links for d in downtimes}

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..dirtyrate.bitmap import DirtyBitmapTracker
 from ..errors import HarnessError
+from ..kvm import uapi
 from .destination import boot_id
 from .model import PAGE_WIRE_BYTES, Iteration
 from .stream import StreamWriter
@@ -125,7 +126,8 @@ def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start):
         vcpu.immediate_exit = True
         vcpu.run()
         vcpu.immediate_exit = False
-        states[vcpu.id] = (vcpu.get_msrs([0x10])[0x10], vcpu.get_regs(), vcpu.get_sregs())
+        tsc = vcpu.get_msrs([uapi.MSR_IA32_TSC])[uapi.MSR_IA32_TSC]
+        states[vcpu.id] = (tsc, vcpu.get_regs(), vcpu.get_sregs())
 
     t_pause, t_pause_monotonic = time.perf_counter(), time.monotonic()
     with vm.vcpus_stopped(timeout=SWITCH_TIMEOUT, on_stop=capture):

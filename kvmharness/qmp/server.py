@@ -165,17 +165,19 @@ class QmpServer:
             if session.negotiated:
                 session.send(message)
 
-    def _measured(self, monitor, result, error):
-        """From the measurement thread: tell every client, on the loop."""
-        data = {"status": "measured", "mode": monitor.query_dirty_rate()["mode"],
-                "dirty-rate": result.dirty_rate if result else -1}
+    def broadcast_threadsafe(self, event, data):
+        """broadcast() from another thread (measurement, migration): on the loop."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.broadcast, "X_DIRTY_RATE_MEASURED", data)
+            self._loop.call_soon_threadsafe(self.broadcast, event, data)
+
+    def _measured(self, monitor, result, error):
+        mode = result.mode if result else monitor.query_dirty_rate()["mode"]
+        self.broadcast_threadsafe("X_DIRTY_RATE_MEASURED", {
+            "status": "measured", "mode": mode, "dirty-rate": result.dirty_rate if result else -1})
 
     def _migration_status(self, status):
-        """From the migration thread: a MIGRATION event, as QEMU sends."""
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.broadcast, "MIGRATION", {"status": status})
+        """A MIGRATION event, as QEMU sends."""
+        self.broadcast_threadsafe("MIGRATION", {"status": status})
 
     async def _serve(self, reader, writer):
         session = Session(self, writer)
