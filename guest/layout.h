@@ -34,7 +34,7 @@
 #define KVMH_CTL_WPS            0x10  /* target writes/s, 0 = unlimited */
 #define KVMH_CTL_INTERVAL       0x18  /* TSC ticks per write, integer part */
 #define KVMH_CTL_INTERVAL_FRAC  0x20  /* TSC ticks per write, fraction * 2^32 */
-#define KVMH_CTL_BACKLOG        0x28  /* TSC ticks of lag after which the schedule restarts */
+#define KVMH_CTL_BACKLOG        0x28  /* TSC ticks of lag the writer may catch up; more restarts the schedule */
 #define KVMH_CTL_SEED           0x30  /* PRNG seed of this vCPU */
 #define KVMH_CTL_BASE           0x38  /* guest physical address of page 0 of the region */
 #define KVMH_CTL_NPAGES         0x40  /* pages in the region (any number >= 1) */
@@ -48,7 +48,8 @@
 #define KVMH_CTL_WARM_END       0xa0  /* TSC at its end */
 #define KVMH_CTL_RESETS         0xa8  /* times the rate schedule was restarted (backlog dropped) */
 #define KVMH_CTL_SEEN_COUNTER   0xb0  /* COUNTER when the guest took up SEEN_GEN */
-#define KVMH_CTL_SIZE           0xb8
+#define KVMH_CTL_DROPPED        0xb8  /* TSC ticks of schedule given up by those restarts */
+#define KVMH_CTL_SIZE           0xc0
 
 #define KVMH_CMD_HOLD           0
 #define KVMH_CMD_RUN            1

@@ -33,9 +33,16 @@
  * Rate:    WPS = 0 writes as fast as it can.  Otherwise write i+1 waits for
  *          the TSC deadline of write i plus INTERVAL + INTERVAL_FRAC/2^32
  *          ticks.  When the writer lags its schedule by more than BACKLOG
- *          ticks (a long exit, preemption), the schedule restarts from now
- *          (RESETS counts it), so it never bursts to catch up more than
- *          BACKLOG worth of writes.
+ *          ticks (a long exit, preemption), the schedule restarts from now:
+ *          RESETS counts the restarts and DROPPED adds up the lag each one
+ *          gave up.  So a write never runs more than BACKLOG after its
+ *          deadline nor before it, and with B = BACKLOG / TSC rate:
+ *            - over any T seconds the writer makes at most WPS * (T + B) + 1
+ *              writes: it never bursts more than B worth to catch up;
+ *            - deadline(n) = start + n / WPS + DROPPED / TSC rate, so the
+ *              writes it made are WPS * (elapsed - dropped) to within
+ *              WPS * B + 1, which lets the host check its pacing exactly
+ *              whatever the host stole from it.
  * Warm-up: with WARM = 1, before the first command the guest stores
  *          KVMH_WARM_TAG in every page of its region, bracketing the pass
  *          with TSC stamps WARM_BEGIN and WARM_END.
@@ -179,6 +186,7 @@ start_sequential:
         jbe     2f
         movq    %rax, %r14
         incq    KVMH_CTL_RESETS(%rdi)
+        addq    %rcx, KVMH_CTL_DROPPED(%rdi)
 2:
         addl    KVMH_CTL_INTERVAL_FRAC(%rdi), %esi
         adcq    KVMH_CTL_INTERVAL(%rdi), %r14

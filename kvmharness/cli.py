@@ -200,7 +200,8 @@ def cmd_probe(args):
     for name, value in report.caps.items():
         print(f"  {name:<36} {value}")
     print(f"guest loop rate:  {units.format_rate(report.loop_writes_per_second)}writes/s "
-          f"(random, {CALIBRATION_MEM >> 20} MiB, unthrottled)")
+          f"(random, {CALIBRATION_MEM >> 20} MiB, unthrottled; {report.guest_to_host_loop:.2f}x the same "
+          f"loop as a host process)")
     print(f"first write to a clean page under dirty logging: {report.first_write_us:.2f} us")
     return 0
 
@@ -218,7 +219,8 @@ def cmd_run(args):
     print(f"{args.mem >> 20} MiB, {args.vcpus} vCPU(s), {args.pattern}, target {target}")
     print(f"warm-up: {result.warmup_seconds * 1e3:.1f} ms (every page touched once)")
     for r in result.per_vcpu:
-        stalls = f", {r.schedule_resets} host stalls over 10 ms" if r.schedule_resets else ""
+        stalls = (f", {r.schedule_resets} host stalls gave up {r.dropped_seconds * 1e3:.1f} ms of schedule"
+                  if r.schedule_resets else "")
         print(f"  vCPU {r.vcpu}: {units.format_rate(r.writes_per_second)}writes/s ({r.writes} writes{stalls})")
     print(f"total: {units.format_rate(result.writes_per_second)}writes/s over {result.seconds:.3f} s")
     return 0

@@ -68,10 +68,22 @@ ControlBlock.__doc__ = """One vCPU's control block (guest/layout.h), aliasing gu
 
 Host-written fields (gen, cmd, wps, interval*, backlog, seed, base, npages,
 pattern, warm) are read by the guest after `gen` changes; guest-written
-fields (counter, state, seen_gen, seen_counter, warm_begin/end, resets) are
+fields (counter, state, seen_gen, seen_counter, warm_begin/end, resets,
+dropped) are
 read by the host at any time without an exit: aligned 8-byte loads and stores
 are atomic on x86, and TSO keeps each side's stores in order."""
 
 
 def control_block_gpa(vcpu):
     return lib.KVMH_CTL_GPA + vcpu * lib.KVMH_CTL_STRIDE
+
+
+def set_pace(ctl, wps, tsc_hz, catch_up_seconds):
+    """Program a control block's rate: `wps` writes/s (0: unlimited) as a
+    32.32 fixed-point TSC interval, and the most lag the writer catches up
+    before it restarts its schedule (guest/writer.S, "Rate")."""
+    ctl.wps = int(wps)
+    if wps:
+        fixed = (int(tsc_hz) << 32) // int(wps)
+        ctl.interval, ctl.interval_frac = fixed >> 32, fixed & 0xFFFFFFFF
+    ctl.backlog = int(tsc_hz * catch_up_seconds)

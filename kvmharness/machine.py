@@ -29,7 +29,10 @@ from .vcpu_thread import VcpuThread, install_kick_handler
 
 CONTROL_SLOT, DATA_SLOT = 0, 1
 MIN_DATA = 64 << 20
-BACKLOG_SECONDS = 0.010  # lag after which the writer's schedule restarts
+# The most schedule a paced writer catches up after a stall; more is given
+# up (guest/writer.S).  It bounds the writer's bursts: over any T seconds at
+# most wps * (T + CATCH_UP_SECONDS) + 1 writes, 0.5 % over at T = 50 ms.
+CATCH_UP_SECONDS = 0.00025
 ACK_TIMEOUT = 10.0
 
 
@@ -45,6 +48,12 @@ class VmConfig:
     dirty_ring_entries: int = 0  # per vCPU; 0: no dirty ring (bitmap logging)
     manual_protect: bool = True  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 where the host has it
     device: str = DEFAULT_DEVICE
+
+
+@dataclass(frozen=True)
+class WriterSchedule:
+    resets: int  # times the writer fell more than CATCH_UP_SECONDS behind and restarted its schedule
+    dropped: float  # seconds of schedule those restarts gave up
 
 
 def vcpu_seed(seed, vcpu):
@@ -232,11 +241,7 @@ class MicroVm:
             for k in ids:
                 ctl = self.controls[k]
                 if wps is not None:
-                    ctl.wps = int(wps)
-                    if wps:
-                        fixed = ((self.tsc_khz * 1000) << 32) // int(wps)
-                        ctl.interval, ctl.interval_frac = fixed >> 32, fixed & 0xFFFFFFFF
-                    ctl.backlog = int(self.tsc_khz * 1000 * BACKLOG_SECONDS)
+                    guest.set_pace(ctl, wps, self.tsc_khz * 1000, CATCH_UP_SECONDS)
                 if pattern is not None:
                     ctl.pattern = guest.PATTERNS[pattern]
                 if cmd is not None:
@@ -265,6 +270,12 @@ class MicroVm:
 
     def counter_total(self):
         return sum(c.counter for c in self.controls)
+
+    def schedules(self):
+        """Per vCPU, what its paced writer has given up to host stalls so far
+        (guest/writer.S): the restarts and the seconds of schedule dropped."""
+        hz = self.tsc_khz * 1e3
+        return [WriterSchedule(c.resets, c.dropped / hz) for c in self.controls]
 
     def _wait(self, done, timeout, what, ids=None):
         ids = self.vcpu_ids() if ids is None else ids

@@ -1,7 +1,8 @@
 """`probe`: what this KVM host is and what it costs to measure on it.
 
-The calibrations matter for interpreting every result: the guest's native
-loop rate proves the guest is not emulated, and the cost of the first write
+The calibrations matter for interpreting every result: the guest's loop
+rate against the same loop run as a host process proves the guest is not
+emulated (on any host: ~1x native, ~0.0005x emulated), and the cost of the first write
 to a clean page under dirty logging is what slows a writer while bitmap or
 ring tracking is on (platform-notes.md).
 """
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from .dirtyrate.bitmap import DirtyBitmapTracker
 from .dirty_ring import GFN_SIZE, max_ring_bytes
 from .kvm import Kvm
-from .machine import MicroVm, VmConfig
+from .host_loop import host_loop_rate
+from .machine import CATCH_UP_SECONDS, MicroVm, VmConfig
 from .writer_run import measure_writer
 from .kvm.system import DEFAULT_DEVICE
 
@@ -43,7 +45,15 @@ class ProbeReport:
     dirty_ring_max_entries: int = 0
     tsc_khz: int = 0
     loop_writes_per_second: float = 0.0
+    host_loop_writes_per_second: float = 0.0
     first_write_us: float = 0.0
+
+    @property
+    def guest_to_host_loop(self):
+        """The guest loop's rate over the same loop's on the host: ~1 native
+        (0 when not calibrated)."""
+        host = self.host_loop_writes_per_second
+        return self.loop_writes_per_second / host if host else 0.0
 
     def to_json(self):
         return {
@@ -56,6 +66,8 @@ class ProbeReport:
             "tsc-khz": self.tsc_khz,
             "calibration": {
                 "loop-writes-per-second": round(self.loop_writes_per_second, 1),
+                "host-loop-writes-per-second": round(self.host_loop_writes_per_second, 1),
+                "guest-to-host-loop": round(self.guest_to_host_loop, 4),
                 "first-write-under-dirty-logging-us": round(self.first_write_us, 3),
             },
         }
@@ -123,6 +135,8 @@ def probe(device=DEFAULT_DEVICE, calibrate=True):
             vm.wait_ready()
             loop = calibrate_loop_rate(vm)
             first = calibrate_first_write(vm, loop)
-            report.update(tsc_khz=vm.tsc_khz, loop_writes_per_second=loop, first_write_us=first * 1e6)
+            host = host_loop_rate(CALIBRATION_MEM, 0.3, 0, vm.tsc_khz * 1000, CATCH_UP_SECONDS)
+            report.update(tsc_khz=vm.tsc_khz, loop_writes_per_second=loop, host_loop_writes_per_second=host,
+                          first_write_us=first * 1e6)
     return ProbeReport(**report)
 

@@ -11,7 +11,13 @@ class VcpuRate:
     vcpu: int
     writes: int
     writes_per_second: float
-    schedule_resets: int  # times the writer fell > 10 ms behind (host stalls) and restarted its schedule
+    schedule_resets: int  # times the writer fell too far behind (host stalls) and restarted its schedule
+    dropped_seconds: float  # schedule those restarts gave up: the writer was paced for seconds - this
+
+    def expected_writes(self, wps, seconds):
+        """What a writer paced at `wps` owes over `seconds` once the schedule
+        it gave up to host stalls is taken off (to within wps * catch-up + 1)."""
+        return wps * (seconds - self.dropped_seconds)
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,8 @@ class RunResult:
             "writes-per-second": round(self.writes_per_second, 1),
             "vcpu": [
                 {"id": r.vcpu, "writes": r.writes, "writes-per-second": round(r.writes_per_second, 1),
-                 "schedule-resets": r.schedule_resets}
+                 "schedule-resets": r.schedule_resets,
+                 "schedule-dropped-seconds": round(r.dropped_seconds, 6)}
                 for r in self.per_vcpu
             ],
         }
@@ -49,14 +56,17 @@ def measure_writer(vm, duration, wps=0, pattern="random"):
     from shared memory at both ends of the interval, after the writer is
     already going, so start-up is not in the figure."""
     vm.run_writer(wps, pattern)
-    r0 = [c.resets for c in vm.controls]
+    s0 = vm.schedules()
     t0, c0 = time.perf_counter(), vm.counters()
     time.sleep(duration)
     c1, t1 = vm.counters(), time.perf_counter()
-    r1 = [c.resets for c in vm.controls]
+    s1 = vm.schedules()
     vm.hold()
     seconds = t1 - t0
-    per = tuple(VcpuRate(k, b - a, (b - a) / seconds, r1[k] - r0[k]) for k, (a, b) in enumerate(zip(c0, c1)))
+    per = tuple(
+        VcpuRate(k, b - a, (b - a) / seconds, s1[k].resets - s0[k].resets, s1[k].dropped - s0[k].dropped)
+        for k, (a, b) in enumerate(zip(c0, c1))
+    )
     return seconds, per
 
 

@@ -14,16 +14,12 @@ Usage: scripts/bench_vm.py [--repeat N] [--json]
 
 import argparse
 import json
-import os
-import signal
 import statistics
 import sys
 import time
 
-from kvmharness import guest
-from kvmharness._native import ffi, lib
-from kvmharness.machine import MicroVm, VmConfig
-from kvmharness.memory import MAP_ANONYMOUS, MAP_SHARED, Mapping
+from kvmharness.host_loop import host_loop_rate
+from kvmharness.machine import CATCH_UP_SECONDS, MicroVm, VmConfig
 from kvmharness.writer_run import measure_writer
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -51,33 +47,7 @@ def guest_rate(mem, seconds, wps):
 
 
 def host_rate(mem, seconds, wps, tsc_khz):
-    """The guest loop in a forked host process, over shared host memory."""
-    with Mapping(4096, flags=MAP_SHARED | MAP_ANONYMOUS) as ctl_map, \
-            Mapping(mem, flags=MAP_SHARED | MAP_ANONYMOUS) as region:
-        region.populate_write()
-        ctl = guest.ControlBlock.from_address(ctl_map.addr)
-        ctl.base, ctl.npages, ctl.seed = region.addr, mem // guest.PAGE_SIZE, 1
-        ctl.cmd, ctl.wps, ctl.warm = guest.CMD_RUN, wps, 1
-        if wps:
-            fixed = ((tsc_khz * 1000) << 32) // wps
-            ctl.interval, ctl.interval_frac = fixed >> 32, fixed & 0xFFFFFFFF
-            ctl.backlog = tsc_khz * 10
-        pid = os.fork()
-        if pid == 0:
-            lib.kvmh_guest_run_on_host(ffi.cast("void *", ctl_map.addr))
-            os._exit(1)
-        try:
-            while ctl.state != 3:  # KVMH_STATE_RUNNING
-                time.sleep(0.001)
-            time.sleep(0.05)
-            c0, t0 = ctl.counter, time.perf_counter()
-            time.sleep(seconds)
-            c1, t1 = ctl.counter, time.perf_counter()
-        finally:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            del ctl
-    return (c1 - c0) / (t1 - t0)
+    return host_loop_rate(mem, seconds, wps, tsc_khz * 1000, CATCH_UP_SECONDS)
 
 
 def main():

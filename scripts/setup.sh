@@ -7,4 +7,4 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { echo "kvmharness needs Python 3.11 or newer" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check ".[test]"
+.venv/bin/pip install --quiet --disable-pip-version-check --editable ".[test]"

@@ -79,3 +79,18 @@ def run_cli(*args, timeout=120, env=None, **kw):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def assert_paced(edges, wps, seconds):
+    """The writer never writes faster than asked (guest/writer.S, "Rate"): of
+    the writes a window's edges prove inside it, at most wps * (window +
+    catch-up) + 1 per vCPU, and some (it kept writing).  `edges` as in a
+    DirtyRateResult or query-dirty-rate's x-edges; `wps` one rate or one
+    per vCPU."""
+    from kvmharness.machine import CATCH_UP_SECONDS
+
+    pairs = list(zip(edges["start"], edges["end"]))
+    rates = wps if isinstance(wps, (list, tuple)) else [wps] * len(pairs)
+    for k, (((_, start_after), (end_before, _)), rate) in enumerate(zip(pairs, rates)):
+        inside = end_before - start_after - 1  # the cut lies in [before, after + 1]
+        assert 0 < inside <= rate * (seconds + CATCH_UP_SECONDS) + 1, (k, inside, rate, seconds)

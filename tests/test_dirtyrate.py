@@ -14,10 +14,11 @@ import pytest
 from kvmharness import replay
 from kvmharness.dirtyrate import DirtyRateError, DirtyRateMonitor
 from kvmharness.dirtyrate.theory import pages_to_mib_per_s
-from conftest import running_vm
+from conftest import assert_paced, running_vm
 
 pytestmark = pytest.mark.kvm
 GiB, MiB = 1 << 30, 1 << 20
+WPS = 3_000_000
 
 
 def replayed(vm, result):
@@ -38,7 +39,7 @@ def replayed(vm, result):
 
 
 @contextlib.contextmanager
-def _writing(vm, wps=3_000_000):
+def _writing(vm, wps=WPS):
     """Shared VMs write only during the test that uses them: a paced writer
     spins on a host core, and tests after it need the cores."""
     vm.run_writer(wps)
@@ -85,7 +86,10 @@ def test_exact_modes_match_replay(request, fixture, mode, ms):
     assert (wide - narrow) <= 0.05 * truth  # the edges stay narrow
     if ms >= 500:
         assert abs(result.dirty_pages / truth - 1) <= 0.005
-    assert result.guest_writes > 0.8 * ms / 1000 * 300_000  # the writer kept writing
+    # how fast the tracked writer runs is the host's business (2-9 us per
+    # first write to a protected page, by host); that it kept writing, and
+    # never faster than asked, is ours
+    assert_paced(result.edges, WPS, result.window_us / 1e6)
 
 
 def test_page_sampling_confidence_covers_the_truth(bitmap_vm):
@@ -132,8 +136,8 @@ def test_two_vcpus_in_ring_mode_each_match_their_replay():
         assert r["narrow"][1][k] <= vcpu.dirty_pages <= r["wide"][1][k], k
         assert abs(vcpu.dirty_pages / r["truth"][1][k] - 1) <= 0.005
         assert info["vcpu-dirty-rate"][k] == {"id": k, "dirty-rate": vcpu.dirty_rate}
-    # vCPU 1 writes 2.5 times as fast: its rate is clearly higher
-    assert result.vcpus[1].dirty_pages > 1.5 * result.vcpus[0].dirty_pages
+    # each vCPU at its own rate (how much dirty logging slows each is the host's business)
+    assert_paced(result.edges, [80_000, 200_000], result.window_us / 1e6)
 
 
 def test_status_and_query_semantics(bitmap_vm):

@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from kvmharness.machine import CATCH_UP_SECONDS
+
 pytestmark = pytest.mark.kvm
 
 
@@ -18,8 +20,11 @@ def test_probe_json_reports_host_and_calibrations(cli):
         caps["KVM_CAP_DIRTY_LOG_RING_ACQ_REL"], caps["KVM_CAP_DIRTY_LOG_RING"]) // 16
     assert report["tsc-khz"] > 100_000
     cal = report["calibration"]
-    assert cal["loop-writes-per-second"] > 50e6  # native, not emulated
-    assert 0 < cal["first-write-under-dirty-logging-us"] < 100
+    # native, not emulated: ~1x the same loop as a host process (emulated: ~0.0005x)
+    assert cal["guest-to-host-loop"] > 0.25
+    assert cal["guest-to-host-loop"] == pytest.approx(
+        cal["loop-writes-per-second"] / cal["host-loop-writes-per-second"], rel=1e-3)
+    assert cal["first-write-under-dirty-logging-us"] > 0
 
 
 def test_run_json_has_total_and_per_vcpu_rates(cli):
@@ -29,10 +34,10 @@ def test_run_json_has_total_and_per_vcpu_rates(cli):
     assert [v["id"] for v in out["vcpu"]] == [0, 1]
     for v in out["vcpu"]:
         # Two spinning vCPUs on a two-core host leave no core for the host's
-        # own work; a stall longer than the writer's 10 ms backlog is not
-        # caught up, by design, and the writer reports it.  Otherwise: exact.
-        if v["schedule-resets"] == 0:
-            assert abs(v["writes-per-second"] / 500_000 - 1) < 0.02
-        assert v["writes-per-second"] <= 500_000 * 1.001
+        # own work; what a stall takes from the writer's schedule is given up,
+        # not caught up, and reported.  The rest of the schedule is exact.
+        owed = 500_000 * (out["seconds"] - v["schedule-dropped-seconds"])
+        assert abs(v["writes"] / owed - 1) < 0.005
+        assert v["writes"] <= 500_000 * (out["seconds"] + CATCH_UP_SECONDS) + 1
     assert out["writes-per-second"] == pytest.approx(sum(v["writes-per-second"] for v in out["vcpu"]), rel=1e-3)
     assert out["warmup-seconds"] > 0

@@ -1,5 +1,6 @@
 """The guest writer on real /dev/kvm: native speed, pacing, exact replay."""
 
+import threading
 import time
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 
 from kvmharness import guest, replay
 from conftest import running_vm
-from kvmharness.machine import MicroVm, VmConfig
+from kvmharness.host_loop import host_loop_rate
+from kvmharness.machine import CATCH_UP_SECONDS, MicroVm, VmConfig
 from kvmharness.writer_run import measure_writer
 
 pytestmark = pytest.mark.kvm
@@ -21,31 +23,87 @@ def vm_1g():
 
 
 def test_unthrottled_writer_runs_natively():
-    """>= 50 M writes/s over 64 MiB: an emulated guest manages ~0.07 M/s."""
+    """The guest loop against the very same loop as a host process: ~1x when
+    KVM runs the guest on the hardware, ~0.0005x when it emulates it
+    (platform-notes.md), on any host whatever its speed."""
     with running_vm(mem=64 * MiB) as vm:
         seconds, per = measure_writer(vm, 0.5, wps=0)
+        host = host_loop_rate(64 * MiB, 0.5, 0, vm.tsc_khz * 1000, CATCH_UP_SECONDS)
     rate = per[0].writes_per_second
-    print(f"unthrottled: {rate / 1e6:.1f} M writes/s")
-    assert rate >= 50e6
+    print(f"unthrottled: {rate / 1e6:.1f} M writes/s, host loop {host / 1e6:.1f} M: {rate / host:.2f}x")
+    assert rate / host > 0.25
+
+
+def _assert_pacing_exact(rate, wps, seconds):
+    """A paced writer's writes are wps * (seconds - schedule it gave up to
+    host stalls), to within wps * catch-up + 1 (guest/writer.S): exact pacing
+    that any host can check, however much time it stole from the guest."""
+    owed = rate.expected_writes(wps, seconds)
+    print(f"target {wps}: {rate.writes} writes over {seconds:.4f} s, {rate.schedule_resets} restarts gave up "
+          f"{rate.dropped_seconds * 1e3:.2f} ms: {rate.writes / owed:.5f} of what the schedule owes")
+    assert abs(rate.writes / owed - 1) <= 0.005
+    assert rate.writes <= wps * (seconds + CATCH_UP_SECONDS) + 1
 
 
 @pytest.mark.parametrize("wps", [1_000_000, 3_000_000])
-def test_rate_limit_holds_within_2_percent(vm_1g, wps):
+def test_rate_limit_holds(vm_1g, wps):
     seconds, per = measure_writer(vm_1g, 1.0, wps=wps)
-    rate = per[0].writes_per_second
-    print(f"target {wps}: {rate:.0f} writes/s over {seconds:.4f} s")
-    assert abs(rate / wps - 1) <= 0.02
+    _assert_pacing_exact(per[0], wps, seconds)
 
 
 def test_rate_change_while_running(vm_1g):
     vm_1g.run_writer(200_000)
     time.sleep(0.1)
-    vm_1g.set_writer(wps=2_000_000)
-    c0, t0 = vm_1g.counter_total(), time.perf_counter()
-    time.sleep(0.5)
-    c1, t1 = vm_1g.counter_total(), time.perf_counter()
+    seconds, per = measure_writer(vm_1g, 0.5, wps=2_000_000)
+    _assert_pacing_exact(per[0], 2_000_000, seconds)
+
+
+def test_writer_never_bursts_to_catch_up(vm_1g):
+    """Over any window of 50 ms or more the writer stays within 1 % of its
+    rate, also right after stalls (the vCPU held out of the guest for 2-8 ms,
+    as a preempted vCPU thread is): it catches up at most CATCH_UP_SECONDS of
+    its schedule and gives the rest up.  The guest's own counters, sampled
+    every millisecond, are the evidence, and replay proves them honest."""
+    wps = 1_000_000
+    vm_1g.run_writer(wps)
+    samples = []  # (host time before the read, counter, host time after it)
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            t0 = time.perf_counter()
+            counter = vm_1g.counters()[0]
+            samples.append((t0, counter, time.perf_counter()))
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    s0, c0, t0 = vm_1g.schedules()[0], vm_1g.counters()[0], time.perf_counter()
+    sampler.start()
+    try:
+        for stall in (0.002, 0.004, 0.006, 0.008) * 3:
+            time.sleep(0.06)
+            with vm_1g.vcpus_stopped():
+                time.sleep(stall)
+        time.sleep(0.06)
+    finally:
+        done.set()
+        sampler.join()
+    t1, c1, s1 = time.perf_counter(), vm_1g.counters()[0], vm_1g.schedules()[0]
     vm_1g.hold()
-    assert abs((c1 - c0) / (t1 - t0) / 2e6 - 1) <= 0.02
+    _assert_tags_match_replay(vm_1g)
+
+    before, counts, after = (np.array(x) for x in zip(*samples))
+    # writes between samples i < j all happened within (before[i], after[j])
+    span = after[None, :] - before[:, None]
+    writes = counts[None, :] - counts[:, None]
+    window = (before[None, :] - after[:, None]) >= 0.050
+    ratio = writes[window] / (wps * span[window])
+    print(f"{len(samples)} samples, {window.sum()} windows >= 50 ms: at most {ratio.max():.5f} of the rate; "
+          f"{s1.resets - s0.resets} restarts gave up {(s1.dropped - s0.dropped) * 1e3:.1f} ms")
+    assert ratio.max() <= 1.01
+    assert s1.dropped - s0.dropped > 0.020  # the stalls were given up, not caught up
+    owed = wps * (t1 - t0 - (s1.dropped - s0.dropped))
+    assert abs((c1 - c0) / owed - 1) <= 0.005
 
 
 def test_hold_freezes_the_counter(vm_1g):

@@ -107,11 +107,15 @@ def cmd_migrate_listen(args):
         arrival = migrate_in(conn)
     with arrival.vm as vm:
         time.sleep(args.run_after)
-        after = vm.counters()
+        after, schedules = vm.counters(), vm.schedules()
+        seconds = time.monotonic() - arrival.resumed_at
         vm.check()
     report = {"status": "resumed", "verified": arrival.verified, "pages-received": arrival.pages_received,
               "resume-counters": list(arrival.resume_counters), "counters-after": after,
-              "writes-after-resume": sum(after) - sum(arrival.resume_counters)}
+              "writes-after-resume": sum(after) - sum(arrival.resume_counters),
+              "seconds-after-resume": round(seconds, 6),
+              "schedule-dropped-seconds": [round(s.dropped - r.dropped, 6)
+                                           for s, r in zip(schedules, arrival.resume_schedules)]}
     print(json.dumps(report, indent=2) if args.json else
           f"resumed, RAM verified: {arrival.verified}; the guest wrote "
           f"{report['writes-after-resume']} times in the {args.run_after:.1f} s after resuming")

@@ -25,6 +25,7 @@ class Arrival:
     pages_received: int
     resumed_at: float  # time.monotonic()
     resume_counters: tuple
+    resume_schedules: tuple  # WriterSchedule per vCPU as the guest resumed
 
 
 def boot_id():
@@ -102,12 +103,13 @@ def migrate_in(sock):
                     raise StreamError("END before the control slot, every vCPU and the hashes")
                 break
         counters = tuple(vm.counters())  # as the source left them: the guest resumes from here
+        schedules = tuple(vm.schedules())
         vm.start()
         resumed_at = time.monotonic()
         _reply(sock, {"status": "resumed", "verified": True, "pages-received": received,
                       "resume-counters": list(counters), "hash-ms": round(hash_ms, 3),
                       "boot-id": boot_id(), "resumed-at": resumed_at})
-        return Arrival(vm, True, received, resumed_at, counters)
+        return Arrival(vm, True, received, resumed_at, counters, schedules)
     except (StreamError, OSError) as e:
         if vm is not None:
             vm.close()
