@@ -12,6 +12,7 @@ manages ~150 M (platform-notes.md), so the ratio of the two rates tells
 import os
 import signal
 import time
+import warnings
 
 from . import guest
 from ._native import ffi, lib
@@ -30,7 +31,12 @@ def host_loop_rate(mem, seconds, wps, tsc_hz, catch_up_seconds):
         ctl.base, ctl.npages, ctl.seed = region.addr, mem // guest.PAGE_SIZE, 1
         ctl.cmd, ctl.warm = guest.CMD_RUN, 1
         guest.set_pace(ctl, wps, tsc_hz, catch_up_seconds)
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12 warns about fork() beside threads (the vCPU threads)
+            # because the child might need a lock one of them held; this child
+            # runs nothing but the guest loop's machine code.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # never returns; killed below
             lib.kvmh_guest_run_on_host(ffi.cast("void *", ctl_map.addr))
             os._exit(1)
