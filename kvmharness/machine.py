@@ -34,6 +34,7 @@ MIN_DATA = 64 << 20
 # most wps * (T + CATCH_UP_SECONDS) + 1 writes, 0.5 % over at T = 50 ms.
 CATCH_UP_SECONDS = 0.00025
 ACK_TIMEOUT = 10.0
+SNAPSHOT_SLOP, SNAPSHOT_TRIES = 50e-6, 100
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ class VmConfig:
 class WriterSchedule:
     resets: int  # times the writer fell more than CATCH_UP_SECONDS behind and restarted its schedule
     dropped: float  # seconds of schedule those restarts gave up
+
+
+@dataclass(frozen=True)
+class WriterSnapshot:
+    time: float  # perf_counter() when read
+    counters: tuple  # writes so far, per vCPU
+    schedules: tuple  # WriterSchedule per vCPU
 
 
 def vcpu_seed(seed, vcpu):
@@ -276,6 +284,20 @@ class MicroVm:
         (guest/writer.S): the restarts and the seconds of schedule dropped."""
         hz = self.tsc_khz * 1e3
         return [WriterSchedule(c.resets, c.dropped / hz) for c in self.controls]
+
+    def snapshot(self):
+        """The writers' counters and schedules with the host time they were
+        read at.  The reads are retried until they took under SNAPSHOT_SLOP
+        seconds, so that a host thread preempted between reading the clock
+        and the counters (milliseconds on a loaded host) does not skew a
+        rate by that much."""
+        for _ in range(SNAPSHOT_TRIES):
+            t0 = time.perf_counter()
+            counters, schedules = self.counters(), self.schedules()
+            t1 = time.perf_counter()
+            if t1 - t0 <= SNAPSHOT_SLOP:
+                break
+        return WriterSnapshot((t0 + t1) / 2, tuple(counters), tuple(schedules))
 
     def _wait(self, done, timeout, what, ids=None):
         ids = self.vcpu_ids() if ids is None else ids

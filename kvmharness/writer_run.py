@@ -56,16 +56,14 @@ def measure_writer(vm, duration, wps=0, pattern="random"):
     from shared memory at both ends of the interval, after the writer is
     already going, so start-up is not in the figure."""
     vm.run_writer(wps, pattern)
-    s0 = vm.schedules()
-    t0, c0 = time.perf_counter(), vm.counters()
+    first = vm.snapshot()
     time.sleep(duration)
-    c1, t1 = vm.counters(), time.perf_counter()
-    s1 = vm.schedules()
+    last = vm.snapshot()
     vm.hold()
-    seconds = t1 - t0
+    seconds = last.time - first.time
     per = tuple(
-        VcpuRate(k, b - a, (b - a) / seconds, s1[k].resets - s0[k].resets, s1[k].dropped - s0[k].dropped)
-        for k, (a, b) in enumerate(zip(c0, c1))
+        VcpuRate(k, b - a, (b - a) / seconds, s1.resets - s0.resets, s1.dropped - s0.dropped)
+        for k, (a, b, s0, s1) in enumerate(zip(first.counters, last.counters, first.schedules, last.schedules))
     )
     return seconds, per
 

@@ -55,6 +55,7 @@ def failures(junit_path):
 
 def one_run(index, total, commit, keep):
     work = tempfile.mkdtemp(prefix=f"kvmh-run{index}-")
+    rc = None
     clone = os.path.join(work, "repo")
     junit = os.path.join(work, "junit.xml")
     log = os.path.join(work, "ci.log")
@@ -79,6 +80,8 @@ def one_run(index, total, commit, keep):
               + (f": {', '.join(failed)}" if failed else ""), flush=True)
         return rc == 0, failed
     finally:
+        if rc != 0:
+            keep = True  # a failed run's clone and log are the evidence
         if keep or not os.path.exists(junit):
             print(f"  kept {work}", flush=True)
         else:
