@@ -4,7 +4,7 @@
  *
  * Why it looks like this: on nested KVM runners (kvm_pvm) a guest runs on the
  * hardware only in 64-bit mode at CPL 3; anything else is emulated ~5000x
- * slower (shared/docs/platform-notes.md).  So this code runs at CPL 3 with no
+ * slower (docs/platform.md).  So this code runs at CPL 3 with no
  * IDT, no stack, no interrupts, and talks to the host only through shared
  * memory (the control block) and an MMIO doorbell.  The same setup is valid
  * on hardware KVM.

@@ -1,4 +1,5 @@
-"""The `kvmharness` command.
+"""The `kvmharness` command: its arguments (argparse), and the exit status
+of whatever the handler in kvmharness/commands/ does with them.
 
 Every user mistake and every fault ends in one line on stderr and a non-zero
 exit: 2 for bad arguments (argparse's convention), 1 for errors met while
@@ -6,21 +7,25 @@ running, 130 / 143 after SIGINT / SIGTERM (the VM torn down first).
 """
 
 import argparse
-import json
+import importlib
 import signal
 import sys
 
 from . import units
 from .errors import HarnessError, UsageError
 
+# The names of dirtyrate/modes.py's table (importing it would load the
+# engine and the native extension for every command, --help included);
+# tests/test_cli_errors.py checks that the two agree.
+MODE_NAMES = ("page-sampling", "dirty-ring", "dirty-bitmap")
 
-def _lazy(module, name):
-    """A handler imported only when its command runs (keeps start-up light)."""
+
+def _command(module, name="main"):
+    """The handler kvmharness.commands.<module>.<name>, imported only when its
+    command runs (keeps start-up light)."""
 
     def handler(args):
-        import importlib
-
-        return getattr(importlib.import_module(f"kvmharness.{module}"), name)(args)
+        return getattr(importlib.import_module(f"kvmharness.commands.{module}"), name)(args)
 
     return handler
 
@@ -113,25 +118,25 @@ def build_parser():
 
     p = sub.add_parser("probe", help="describe this KVM host and calibrate the guest")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_probe)
+    p.set_defaults(handler=_command("probe"))
 
     p = sub.add_parser("run", help="run the guest writer and report writes/s per vCPU")
     add_vm_arguments(p)
     p.add_argument("--duration", type=_arg(units.parse_duration), default=2.0,
                    help="how long to write after the warm-up, e.g. 500ms, 2s (default 2s)")
-    p.set_defaults(handler=cmd_run)
+    p.set_defaults(handler=_command("run"))
 
     p = sub.add_parser("calc-dirty-rate", help="measure the guest's dirty page rate, as QEMU's calc-dirty-rate")
     add_vm_arguments(p)
     p.add_argument("--calc-time", type=int, required=True, help="window length, in --calc-time-unit")
     p.add_argument("--calc-time-unit", choices=["second", "millisecond"], default="second")
-    p.add_argument("--mode", choices=["page-sampling", "dirty-bitmap", "dirty-ring"], default="page-sampling")
+    p.add_argument("--mode", choices=MODE_NAMES, default="page-sampling")
     p.add_argument("--sample-pages", type=int, help="pages sampled per GiB (page-sampling; default 512)")
     p.add_argument("--dirty-ring-size", type=_positive_int,
                    help="dirty ring entries per vCPU (default: the host's maximum, in dirty-ring mode)")
     p.add_argument("--settle", type=_arg(units.parse_duration), default=0.2,
                    help="how long the writer runs before the window opens (default 200ms)")
-    p.set_defaults(handler=cmd_calc_dirty_rate)
+    p.set_defaults(handler=_command("calc"))
 
     p = sub.add_parser("qmp", help="run the VM and serve QMP (and HMP commands) to QEMU clients")
     add_vm_arguments(p)
@@ -140,28 +145,28 @@ def build_parser():
     p.add_argument("--dirty-ring-size", type=_positive_int,
                    help="create the VM with a dirty ring of this many entries per vCPU "
                         "(offers mode dirty-ring instead of dirty-bitmap, as in QEMU)")
-    p.set_defaults(handler=cmd_qmp, settle=0.0)
+    p.set_defaults(handler=_command("qmp"), settle=0.0)
 
     p = sub.add_parser("bench", help="reproduce the seed's dirty-rate table side by side, with plots")
     p.add_argument("--quick", action="store_true", help="1 GiB, five calc-times: under two minutes")
     p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
     p.add_argument("--runs", type=_positive_int, default=3, help="runs per cell (default 3)")
     p.add_argument("--sizes", type=_arg(parse_sizes), help="comma-separated sizes (default 1GiB,4GiB,16GiB or 24GiB)")
-    p.set_defaults(handler=cmd_bench)
+    p.set_defaults(handler=_command("bench"))
 
     p = sub.add_parser("predict", help="predict whether pre-copy migration converges, from measured dirty(t)")
     add_vm_arguments(p)
     p.add_argument("--downtime", type=_arg(units.parse_duration), required=True, help="allowed downtime, e.g. 300ms")
     p.add_argument("--bandwidth", type=_arg(units.parse_bandwidth), required=True,
                    help="link bandwidth, e.g. 1Gbit/s, 10Gbps, 125MB/s")
-    p.add_argument("--mode", choices=["dirty-bitmap", "dirty-ring", "page-sampling"], default="dirty-bitmap",
+    p.add_argument("--mode", choices=MODE_NAMES, default="dirty-bitmap",
                    help="how dirty(t) is measured (default dirty-bitmap: it slows the guest as migration's "
                         "own dirty logging will)")
     p.add_argument("--max-iterations", type=_positive_int, default=30)
     p.add_argument("--table", action="store_true", help="verdicts over several bandwidths x downtimes")
     p.add_argument("--no-tcp-overhead", dest="tcp_overhead", action="store_false",
                    help="do not count TCP/IP framing on the link")
-    p.set_defaults(handler=_lazy("migration.commands", "cmd_predict"), settle=0.2)
+    p.set_defaults(handler=_command("predict"), settle=0.2)
 
     p = sub.add_parser("migrate", help="start a VM with the writer and live-migrate it (source side)")
     add_vm_arguments(p)
@@ -173,7 +178,7 @@ def build_parser():
     p.add_argument("--predict-link", type=_arg(units.parse_bandwidth),
                    help="first predict the migration over a link of this bandwidth (dirty-bitmap dirty(t)), "
                         "then migrate and report both")
-    p.set_defaults(handler=_lazy("migration.commands", "cmd_migrate"), settle=0.2)
+    p.set_defaults(handler=_command("migrate"), settle=0.2)
 
     p = sub.add_parser("migrate-listen", help="receive a live-migrated VM and resume it (destination side)")
     p.add_argument("--port", type=_port, required=True)
@@ -181,114 +186,8 @@ def build_parser():
     p.add_argument("--run-after", type=_arg(units.parse_duration), default=1.0,
                    help="how long the resumed guest runs before the report (default 1s)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_lazy("migration.commands", "cmd_migrate_listen"))
+    p.set_defaults(handler=_command("migrate", "listen"))
     return parser
-
-
-def cmd_probe(args):
-    from .probe import CALIBRATION_MEM, probe
-
-    report = probe()
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-        return 0
-    print(f"host kind:        {report.host_kind} ({report.cpu_model})")
-    print(f"kernel:           {report.kernel}")
-    print(f"KVM API version:  {report.api_version}")
-    print(f"TSC:              {report.tsc_khz} kHz")
-    print(f"dirty ring max:   {report.dirty_ring_max_entries} entries per vCPU")
-    for name, value in report.caps.items():
-        print(f"  {name:<36} {value}")
-    print(f"guest loop rate:  {units.format_rate(report.loop_writes_per_second)}writes/s "
-          f"(random, {CALIBRATION_MEM >> 20} MiB, unthrottled; {report.guest_to_host_loop:.2f}x the same "
-          f"loop as a host process)")
-    print(f"first write to a clean page under dirty logging: {report.first_write_us:.2f} us")
-    return 0
-
-
-def cmd_run(args):
-    from .writer_run import run
-
-    if args.duration <= 0:
-        raise UsageError("the duration must be more than 0")
-    result = run(args.mem, args.wps, args.duration, args.vcpus, args.pattern, args.seed, args.prefault)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-        return 0
-    target = "unlimited" if not args.wps else f"{units.format_rate(args.wps)}writes/s per vCPU"
-    print(f"{args.mem >> 20} MiB, {args.vcpus} vCPU(s), {args.pattern}, target {target}")
-    print(f"warm-up: {result.warmup_seconds * 1e3:.1f} ms (every page touched once)")
-    for r in result.per_vcpu:
-        stalls = (f", {r.schedule_resets} host stalls gave up {r.dropped_seconds * 1e3:.1f} ms of schedule"
-                  if r.schedule_resets else "")
-        print(f"  vCPU {r.vcpu}: {units.format_rate(r.writes_per_second)}writes/s ({r.writes} writes{stalls})")
-    print(f"total: {units.format_rate(result.writes_per_second)}writes/s over {result.seconds:.3f} s")
-    return 0
-
-
-def cmd_calc_dirty_rate(args):
-    from .dirtyrate.monitor import DirtyRateError, enabled_modes, validate_calc_dirty_rate
-    from .dirtyrate.report import format_dirty_rate_info
-    from .dirtyrate.session import measurement_vm
-
-    ring = args.dirty_ring_size
-    if ring is None and args.mode == "dirty-ring":
-        ring = 0  # the host's maximum
-    try:
-        validate_calc_dirty_rate(args.calc_time, args.calc_time_unit, args.sample_pages, args.mode,
-                                 enabled_modes(ring is not None))
-    except DirtyRateError as e:
-        raise UsageError(str(e)) from None
-    with measurement_vm(args, ring) as (vm, monitor):
-        monitor.measure(args.calc_time, args.calc_time_unit, args.sample_pages, args.mode)
-        info = monitor.query_dirty_rate(args.calc_time_unit)
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        print(format_dirty_rate_info(info))
-    return 0
-
-
-def cmd_qmp(args):
-    import asyncio
-    import os
-
-    from .dirtyrate.session import measurement_vm
-    from .qmp import QmpServer
-
-    if args.socket is None and args.tcp is None:
-        raise UsageError("say where to serve: --socket PATH and/or --tcp [HOST:]PORT")
-    if args.socket is not None and os.path.exists(args.socket):
-        raise UsageError(f"{args.socket} already exists; remove it or choose another path")
-
-    async def serve(vm, monitor):
-        server = await QmpServer(vm, monitor).start(args.socket, args.tcp)
-        where = [f"unix:{args.socket}"] if args.socket else []
-        if args.tcp:
-            where.append(f"tcp:{args.tcp[0]}:{server.tcp_port()}")
-        print(f"QMP listening on {', '.join(where)}", flush=True)
-        await server.serve_until_quit()
-
-    try:
-        with measurement_vm(args, args.dirty_ring_size) as (vm, monitor):
-            asyncio.run(serve(vm, monitor))
-    except OSError as e:
-        raise HarnessError(f"cannot serve QMP: {e.strerror or e}") from None
-    finally:
-        if args.socket is not None and os.path.exists(args.socket):
-            os.unlink(args.socket)
-    return 0
-
-
-def cmd_bench(args):
-    from .bench import bench, plan
-
-    the_plan = plan(quick=args.quick, sizes=args.sizes, runs=args.runs)
-    paths = bench(the_plan, args.out)
-    with open(paths["table"]) as f:
-        print(f.read())
-    print("written: " + ", ".join(paths.values()))
-    return 0
 
 
 def _on_sigterm(signo, frame):

@@ -6,9 +6,16 @@ traceback.  Anything else escaping is a bug in kvmharness.
      +-- UsageError          bad arguments (sizes, rates, counts, ranges)
      +-- KvmUnavailable      /dev/kvm missing or not accessible
      +-- CapabilityMissing   the host's KVM lacks something we need
-     +-- HostMemoryError     a slot larger than the host can back
+     +-- HostMemoryError     a slot larger than the host can back, a failed mmap
      +-- KvmIoctlError       an ioctl failed (names the ioctl and errno)
      +-- GuestError          the guest stopped in a way it should not
+     +-- BuildMismatch       the native extension does not match guest/layout.h
+     +-- StreamError         a migration stream is malformed, truncated or hostile
+     +-- QmpError            a QMP error reply: class and desc as QEMU sends them
+          +-- DirtyRateError calc-dirty-rate refused, in QEMU's words
+
+Layers raise the error that names what went wrong; only the CLI (one line,
+exit status) and the QMP server (an error reply) turn them into output.
 """
 
 import errno as _errno
@@ -55,6 +62,30 @@ class GuestError(HarnessError):
         if regs is not None:
             detail += "\n" + format_regs(regs)
         super().__init__(detail)
+
+
+class BuildMismatch(HarnessError):
+    """The installed extension was built from another guest/layout.h."""
+
+    def __init__(self, what):
+        super().__init__(f"kvmharness is mis-built ({what}): reinstall it (scripts/setup.sh)")
+
+
+class StreamError(HarnessError):
+    """A migration stream is malformed, truncated or hostile."""
+
+
+class QmpError(HarnessError):
+    """An error reply: `qmp_class` and the message as QEMU would send them."""
+
+    def __init__(self, desc, qmp_class="GenericError"):
+        super().__init__(desc)
+        self.desc = desc
+        self.qmp_class = qmp_class
+
+
+class DirtyRateError(QmpError):
+    """calc-dirty-rate / query-dirty-rate refused: the message is QEMU's, to the letter."""
 
 
 def format_regs(regs):

@@ -4,19 +4,19 @@ The calibrations matter for interpreting every result: the guest's loop
 rate against the same loop run as a host process proves the guest is not
 emulated (on any host: ~1x native, ~0.0005x emulated), and the cost of the first write
 to a clean page under dirty logging is what slows a writer while bitmap or
-ring tracking is on (platform-notes.md).
+ring tracking is on (docs/platform.md).
 """
 
 import os
 import time
 from dataclasses import dataclass, field
 
-from .dirtyrate.bitmap import DirtyBitmapTracker
-from .dirty_ring import GFN_SIZE, max_ring_bytes
+from .dirtyrate.trackers.bitmap import DirtyBitmapTracker
+from .microvm.dirty_ring import GFN_SIZE, max_ring_bytes
 from .kvm import Kvm
-from .host_loop import host_loop_rate
-from .machine import CATCH_UP_SECONDS, MicroVm, VmConfig
-from .writer_run import measure_writer
+from .microvm.host_loop import host_loop_rate
+from .microvm.machine import MicroVm, VmConfig
+from .microvm.writer import CATCH_UP_SECONDS, measure_writer
 from .kvm.system import DEFAULT_DEVICE
 
 CAPS = [

@@ -18,9 +18,10 @@ import statistics
 import sys
 import time
 
-from kvmharness.host_loop import host_loop_rate
-from kvmharness.machine import CATCH_UP_SECONDS, MicroVm, VmConfig
-from kvmharness.writer_run import measure_writer
+from kvmharness.microvm.host_loop import host_loop_rate
+from kvmharness.microvm.machine import MicroVm, VmConfig
+from kvmharness.microvm.writer import CATCH_UP_SECONDS
+from kvmharness.microvm.writer import measure_writer
 
 GiB, MiB = 1 << 30, 1 << 20
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.kvm
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, ):
-    from conftest import run_cli
+    from kvmharness.pytest_plugin import run_cli
 
     out = tmp_path_factory.mktemp("bench")
     result = run_cli("bench", "--quick", "--out", str(out), timeout=300)

@@ -28,6 +28,14 @@ def test_malformed_arguments(cli, args, fragment):
     _fails(cli(*args), 2, fragment)
 
 
+def test_cli_mode_names_are_the_mode_table():
+    """cli.py spells the modes out to keep start-up light; they must be the table's."""
+    from kvmharness.cli import MODE_NAMES
+    from kvmharness.dirtyrate import modes
+
+    assert MODE_NAMES == modes.NAMES
+
+
 def test_missing_device(cli):
     result = cli("run", "--mem", "64MiB", env={"KVMHARNESS_DEVICE": "/nonexistent/kvm"})
     _fails(result, 1, "/nonexistent/kvm does not exist. Is KVM loaded and enabled?")

@@ -1,20 +1,16 @@
-"""The calc-dirty-rate engine on real /dev/kvm, checked against replay.
-
-For each window the result records the guest's write counters just before
-and just after each edge.  Replaying the narrowest range consistent with the
-edges (after start .. before end) and the widest (before start .. after end)
-brackets what an exact tracker must report; "truth" is the replay between
-the middles of the edges."""
+"""The calc-dirty-rate engine on real /dev/kvm, checked against replay of
+the guest's writes between each window's edges (pytest_plugin.replayed)."""
 
 import contextlib
 import time
 
 import pytest
 
-from kvmharness import replay
 from kvmharness.dirtyrate import DirtyRateError, DirtyRateMonitor
 from kvmharness.dirtyrate.theory import pages_to_mib_per_s
-from conftest import assert_paced, running_vm
+from kvmharness.qmp.qapi import dirty_rate_info
+from kvmharness.pytest_plugin import assert_paced, running_vm
+from kvmharness.pytest_plugin import replayed as replay_window
 
 pytestmark = pytest.mark.kvm
 GiB, MiB = 1 << 30, 1 << 20
@@ -22,20 +18,8 @@ WPS = 3_000_000
 
 
 def replayed(vm, result):
-    """(narrow, truth, wide) unique pages, per vCPU and in total."""
-    start, end = result.edges["start"], result.edges["end"]
-    # (before, after) counters per vCPU and edge; one more write may be in
-    # flight at each edge (kvmharness.dirtyrate.window)
-    ranges = {
-        "narrow": [(s[1] + 1, e[0]) for s, e in zip(start, end)],
-        "truth": [((s[0] + s[1] + 1) // 2, (e[0] + e[1] + 1) // 2) for s, e in zip(start, end)],
-        "wide": [(s[0], e[1] + 1) for s, e in zip(start, end)],
-    }
-    out = {}
-    for name, rs in ranges.items():
-        per = [replay.unique_pages(vm.logs[k], vm.slot_pages, lo, hi) for k, (lo, hi) in enumerate(rs)]
-        out[name] = (sum(per), per)  # vCPU regions are disjoint: the total is the sum
-    return out
+    """(narrow, truth, wide) unique pages, per vCPU and in total (pytest_plugin.replayed)."""
+    return replay_window(vm, result.edges)
 
 
 @contextlib.contextmanager
@@ -125,12 +109,12 @@ def test_small_ring_at_high_rate_loses_nothing():
 
 def test_two_vcpus_in_ring_mode_each_match_their_replay():
     with running_vm(mem=GiB, vcpus=2, seed=34, dirty_ring_entries=65536) as vm:
-        # rates the write-protect faults do not throttle (platform-notes.md)
+        # rates the write-protect faults throttle less (docs/platform.md)
         vm.run_writer(80_000)
         vm.set_writer(wps=200_000, vcpu=1)
         monitor = DirtyRateMonitor(vm)
         result = monitor.measure(500, "millisecond", mode="dirty-ring")
-        info = monitor.query_dirty_rate("millisecond")
+        info = dirty_rate_info(monitor.state(), "millisecond")
         r = replayed(vm, result)
     for k, vcpu in enumerate(result.vcpus):
         assert r["narrow"][1][k] <= vcpu.dirty_pages <= r["wide"][1][k], k
@@ -142,16 +126,16 @@ def test_two_vcpus_in_ring_mode_each_match_their_replay():
 
 def test_status_and_query_semantics(bitmap_vm):
     monitor = DirtyRateMonitor(bitmap_vm)
-    assert monitor.query_dirty_rate()["status"] == "unstarted"
+    assert dirty_rate_info(monitor.state())["status"] == "unstarted"
     before = int(time.time())
     monitor.calc_dirty_rate(500, "millisecond", mode="dirty-bitmap")
-    info = monitor.query_dirty_rate("millisecond")
+    info = dirty_rate_info(monitor.state(), "millisecond")
     assert info["status"] == "measuring" and info["calc-time"] == 500 and "dirty-rate" not in info
     with pytest.raises(DirtyRateError, match=r"^the dirty rate is already being measured\.$"):
         monitor.calc_dirty_rate(1)
     result = monitor.wait(10)
-    seconds = monitor.query_dirty_rate("second")
-    ms = monitor.query_dirty_rate("millisecond")
+    seconds = dirty_rate_info(monitor.state(), "second")
+    ms = dirty_rate_info(monitor.state(), "millisecond")
     assert seconds["status"] == "measured"
     assert seconds["calc-time"] == 0  # 500 ms in seconds, rounded down
     assert ms["calc-time"] == result.window_us // 1000 and abs(ms["calc-time"] - 500) <= 1

@@ -9,8 +9,10 @@ import pytest
 import xxhash
 
 from kvmharness._native import ffi, lib
-from kvmharness.dirtyrate.monitor import DirtyRateError, enabled_modes, validate_calc_dirty_rate
-from kvmharness.dirtyrate.sampling import sample_count, wilson_interval
+from kvmharness.dirtyrate.modes import enabled_modes
+from kvmharness.dirtyrate.monitor import validate_calc_dirty_rate
+from kvmharness.errors import DirtyRateError
+from kvmharness.dirtyrate.trackers.sampling import sample_count, wilson_interval
 from kvmharness.dirtyrate.theory import expected_unique_pages, theoretical_rate
 
 BITMAP_VM, RING_VM = enabled_modes(False), enabled_modes(True)

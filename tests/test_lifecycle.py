@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from conftest import KVMHARNESS
+from kvmharness.pytest_plugin import KVMHARNESS
 from kvmharness.errors import GuestError
 from kvmharness.kvm import exits
-from kvmharness.machine import MicroVm, VmConfig
+from kvmharness.microvm.machine import MicroVm, VmConfig
 
 pytestmark = pytest.mark.kvm
 MiB = 1 << 20
@@ -45,7 +45,7 @@ def test_guest_triple_fault_is_reported_with_registers():
     """Point the writer at an address the guest page tables do not map: the
     page fault has no IDT to go to, so the vCPU triple-faults."""
     with MicroVm(VmConfig(mem=64 * MiB, warm=False, prefault=False)) as vm:
-        vm.controls[0].base = 0x4000_0000  # 1 GiB: unmapped
+        vm.writer.controls[0].base = 0x4000_0000  # 1 GiB: unmapped
         vm.start()
         vm.wait_ready()
         with pytest.raises(GuestError) as info:

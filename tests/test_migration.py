@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from conftest import KVMHARNESS, running_vm
-from kvmharness import guest, replay
-from kvmharness.machine import MicroVm, VmConfig
+from kvmharness.pytest_plugin import KVMHARNESS, running_vm
+from kvmharness.microvm import guest, replay
+from kvmharness.microvm.machine import MicroVm, VmConfig
 from kvmharness.migration.destination import migrate_in
 from kvmharness.migration.source import migrate_out
 from kvmharness.migration.stream import HEADER, MAGIC, PAGES, RECORD, StreamError

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from kvmharness.machine import CATCH_UP_SECONDS
+from kvmharness.microvm.writer import CATCH_UP_SECONDS
 
 pytestmark = pytest.mark.kvm
 

@@ -53,7 +53,7 @@ SCHEMA = (Arg("calc-time", "int", required=True), Arg("mode", "enum", values=("a
 def test_qapi_style_errors(args, desc):
     with pytest.raises(QmpError) as e:
         check_arguments(SCHEMA, args)
-    assert e.value.desc == desc and e.value.cls == "GenericError"
+    assert e.value.desc == desc and e.value.qmp_class == "GenericError"
 
 
 def test_valid_arguments_pass_through():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kvmharness import guest, replay
+from kvmharness.microvm import guest, replay
 
 M64 = (1 << 64) - 1
 

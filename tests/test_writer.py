@@ -6,11 +6,12 @@ import time
 import numpy as np
 import pytest
 
-from kvmharness import guest, replay
-from conftest import running_vm
-from kvmharness.host_loop import host_loop_rate
-from kvmharness.machine import CATCH_UP_SECONDS, MicroVm, VmConfig
-from kvmharness.writer_run import measure_writer
+from kvmharness.microvm import guest, replay
+from kvmharness.pytest_plugin import running_vm
+from kvmharness.microvm.host_loop import host_loop_rate
+from kvmharness.microvm.machine import MicroVm, VmConfig
+from kvmharness.microvm.writer import CATCH_UP_SECONDS
+from kvmharness.microvm.writer import measure_writer
 
 pytestmark = pytest.mark.kvm
 MiB, GiB = 1 << 20, 1 << 30
@@ -25,7 +26,7 @@ def vm_1g():
 def test_unthrottled_writer_runs_natively():
     """The guest loop against the very same loop as a host process: ~1x when
     KVM runs the guest on the hardware, ~0.0005x when it emulates it
-    (platform-notes.md), on any host whatever its speed."""
+    (docs/platform.md), on any host whatever its speed."""
     with running_vm(mem=64 * MiB) as vm:
         seconds, per = measure_writer(vm, 0.5, wps=0)
         host = host_loop_rate(64 * MiB, 0.5, 0, vm.tsc_khz * 1000, CATCH_UP_SECONDS)

@@ -5,7 +5,7 @@ three runs per cell."""
 
 from dataclasses import dataclass
 
-from ..memory import host_available_bytes
+from ..kvm.memory import host_available_bytes
 
 GiB = 1 << 30
 SEED_CALC_TIMES = (50, 100, 200, 300, 400, 500, 750, 1000, 1500, 2000)

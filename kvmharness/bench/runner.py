@@ -11,10 +11,10 @@ import sys
 import time
 
 from ..dirtyrate import DirtyRateMonitor
-from ..dirtyrate.session import host_max_ring_entries
+from ..microvm.dirty_ring import host_max_ring_entries
 from ..dirtyrate.theory import pages_to_mib_per_s, theoretical_rate
-from ..machine import MicroVm, VmConfig
-from ..writer_run import measure_writer
+from ..microvm.machine import MicroVm, VmConfig
+from ..microvm.writer import measure_writer
 
 BASELINE_SECONDS = 1.0
 

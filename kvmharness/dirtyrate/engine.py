@@ -22,7 +22,8 @@ and otherwise as close to the request as we can make it:
 import time
 from dataclasses import dataclass
 
-from .count import Count
+from ..errors import HarnessError
+from .trackers.count import Count
 from ..timing import quiet_interpreter, sleep_until, tighten_timer_slack
 from .window import Edge
 
@@ -50,7 +51,8 @@ class Window:
         return tuple(e - s for s, e in zip(self.start.mid, self.end.mid))
 
 
-def measure_window(tracker, seconds, end_lead=None, poll_seconds=POLL_SECONDS):
+def measure_window(tracker, seconds, end_lead=None, poll_seconds=POLL_SECONDS, cancel=None):
+    """Measure one window; `cancel` (an Event) cuts it short with an error."""
     tighten_timer_slack()
     try:
         with quiet_interpreter():
@@ -58,6 +60,8 @@ def measure_window(tracker, seconds, end_lead=None, poll_seconds=POLL_SECONDS):
             lead = start.lead if end_lead is None else end_lead
             deadline = start.time + seconds + max(0.0, AIM_LATE_SECONDS - lead)
             while deadline - time.perf_counter() > poll_seconds + FINAL_SECONDS:
+                if cancel is not None and cancel.is_set():
+                    raise HarnessError("the measurement was cut short: the VM is shutting down")
                 tracker.poll()
                 sleep_until(min(time.perf_counter() + poll_seconds, deadline - FINAL_SECONDS))
             sleep_until(deadline)

@@ -8,7 +8,7 @@ writes each vCPU really made in the window and to its own region.
 
 import math
 
-from ..guest import PAGE_SIZE
+from ..microvm.guest import PAGE_SIZE
 
 MiB = 1 << 20
 

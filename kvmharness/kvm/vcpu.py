@@ -3,7 +3,7 @@
 import errno
 
 from ..errors import KvmIoctlError
-from ..memory import Mapping
+from .memory import Mapping
 from . import exits, uapi
 from .ioctl import close_fd, ioctl
 

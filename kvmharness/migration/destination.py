@@ -6,16 +6,15 @@ Anything wrong with the stream (StreamError) is answered with a refusal and
 the half-built VM is thrown away; the source then keeps its guest.
 """
 
-import json
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import HarnessError
-from ..machine import MicroVm, VmConfig
-from ..replay import WriterLog, WriterStream
-from .stream import ABORT, CONTROL, END, HASHES, PAGES, VCPU, StreamError, StreamReader
+from ..microvm.machine import MicroVm
+from .stream import (ABORT, CONTROL, END, HASHES, PAGES, VCPU, StreamError, StreamReader, boot_id, decode_meta,
+                     send_reply)
 
 
 @dataclass(frozen=True)
@@ -28,51 +27,20 @@ class Arrival:
     resume_schedules: tuple  # WriterSchedule per vCPU as the guest resumed
 
 
-def boot_id():
-    """This kernel's boot id: two processes that share it share CLOCK_MONOTONIC."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _config_from(meta):
-    try:
-        mem, vcpus, seed = int(meta["mem"]), int(meta["vcpus"]), int(meta["seed"])
-        if meta["page-size"] != 4096:
-            raise StreamError(f"page size {meta['page-size']} is not supported")
-        logs = [WriterLog(tuple((int(c), WriterStream(int(s), int(f), int(n), str(p))) for c, s, f, n, p in log))
-                for log in meta["logs"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise StreamError(f"migration stream metadata is malformed: {e!r}") from None
-    if len(logs) != vcpus:
-        raise StreamError("migration stream metadata: one writer log per vCPU expected")
-    return VmConfig(mem=mem, vcpus=vcpus, seed=seed, warm=False, prefault=False), logs
-
-
-def _reply(sock, obj):
-    try:
-        sock.sendall(json.dumps(obj).encode() + b"\n")
-    except OSError:
-        pass
-
-
 def migrate_in(sock):
     """Receive a VM on connected socket `sock`; returns an Arrival with the
     VM running, or raises (after telling the source) if the stream is bad."""
     reader = StreamReader(sock)
     vm = None
     try:
-        meta = reader.header()
-        config, logs = _config_from(meta)
+        config, control_size, logs = decode_meta(reader.header())
         try:
             vm = MicroVm(config)
         except HarnessError as e:
             raise StreamError(f"cannot build the VM the stream describes: {e}") from None
-        if meta.get("control-size") != vm.control.size:
+        if control_size != vm.control.size:
             raise StreamError("the control slot size in the stream does not match this kvmharness")
-        vm.logs = logs
+        vm.writer.adopt_logs(logs)
         pages = vm.data_pages()
         received, restored, control_seen = 0, set(), False
         verified = None
@@ -106,7 +74,7 @@ def migrate_in(sock):
         schedules = tuple(vm.schedules())
         vm.start()
         resumed_at = time.monotonic()
-        _reply(sock, {"status": "resumed", "verified": True, "pages-received": received,
+        send_reply(sock, {"status": "resumed", "verified": True, "pages-received": received,
                       "resume-counters": list(counters), "hash-ms": round(hash_ms, 3),
                       "boot-id": boot_id(), "resumed-at": resumed_at})
         return Arrival(vm, True, received, resumed_at, counters, schedules)
@@ -114,7 +82,7 @@ def migrate_in(sock):
         if vm is not None:
             vm.close()
         message = str(e) if isinstance(e, StreamError) else f"connection failed: {e}"
-        _reply(sock, {"status": "refused", "verified": False, "error": message})
+        send_reply(sock, {"status": "refused", "verified": False, "error": message})
         raise StreamError(message) from None
     except BaseException:
         if vm is not None:

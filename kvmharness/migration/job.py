@@ -63,26 +63,3 @@ class MigrationJob:
         except (OSError, HarnessError) as e:
             self.error = f"migration failed, the guest keeps running here: {e}"
             self._set_status("failed")
-
-    def query(self):
-        """query-migrate's MigrationInfo (the members we can fill)."""
-        info = {"status": self.status}
-        if self.status == "none":
-            return info
-        report = self.report
-        if report is not None:
-            sent = sum(i.bytes for i in report.iterations)
-            info.update({
-                "total-time": round(report.total_seconds * 1e3),
-                "ram": {"transferred": sent, "total": self.vm.config.mem,
-                        "dirty-sync-count": len(report.iterations) + 1,
-                        "normal": sum(i.pages for i in report.iterations) + report.final_pages},
-                "x-report": report.to_json(),
-            })
-            if report.converged:
-                info["downtime"] = round(report.downtime_seconds * 1e3)
-        else:
-            info["total-time"] = round((time.monotonic() - self.started) * 1e3)
-        if self.error:
-            info["error-desc"] = self.error
-        return info

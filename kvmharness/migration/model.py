@@ -5,8 +5,9 @@ Two verdicts:
 * the seed's: measure with calc-time set to the allowed downtime, turn the
   rate into the volume dirtied in that time, divide by the bandwidth; the
   migration converges if that fits in the downtime;
-* an iterative pre-copy model (after Gudkov's unmerged predictor, see
-  shared/docs/qemu-contract.md): iteration 0 copies every page; iteration i
+* an iterative pre-copy model (after the seed author's unmerged predictor,
+  qemu-devel "Migration time prediction using calc-dirty-rate", 2023):
+  iteration 0 copies every page; iteration i
   copies the pages dirtied during iteration i-1, i.e. dirty(T[i-1]) for the
   measured curve; switch over, as QEMU does, once what is left fits in
   bandwidth x downtime limit.  Every page costs 4096 + 8 bytes on the wire
@@ -17,7 +18,8 @@ Two verdicts:
 import math
 from dataclasses import dataclass
 
-PAGE_SIZE = 4096
+from ..microvm.guest import PAGE_SIZE
+
 PAGE_WIRE_BYTES = PAGE_SIZE + 8
 # TCP over Ethernet, MTU 1500: 1448 payload bytes (20 IP + 20 TCP + 12
 # timestamp option) per 1538 bytes on the wire (frame, preamble, gap).

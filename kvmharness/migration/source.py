@@ -12,18 +12,15 @@ destination refuses, or the iteration limit is reached first, the source
 guest simply keeps running.
 """
 
-import json
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..dirtyrate.bitmap import DirtyBitmapTracker
-from ..errors import HarnessError
+from ..dirtyrate.trackers.bitmap import DirtyBitmapTracker
 from ..kvm import uapi
-from .destination import boot_id
 from .model import PAGE_WIRE_BYTES, Iteration
-from .stream import StreamWriter
+from .stream import StreamWriter, boot_id, encode_meta, read_reply
 
 SWITCH_TIMEOUT = 120.0
 
@@ -59,30 +56,6 @@ class MigrationReport:
         }
 
 
-def migration_meta(vm):
-    return {
-        "mem": vm.config.mem,
-        "vcpus": len(vm.vcpus),
-        "seed": vm.config.seed,
-        "page-size": 4096,
-        "control-size": vm.control.size,
-        "logs": [[[c, s.seed, s.first_page, s.npages, s.pattern] for c, s in log.segments] for log in vm.logs],
-    }
-
-
-def _read_reply(sock, timeout):
-    sock.settimeout(timeout)
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise HarnessError("the destination closed the connection without answering")
-        buf += chunk
-        if len(buf) > 65536:
-            raise HarnessError("the destination's answer is too long")
-    return json.loads(buf)
-
-
 def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None):
     """Migrate the running `vm` over connected socket `sock`."""
     writer = StreamWriter(sock, bytes_per_second)
@@ -90,7 +63,7 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None):
     pages = vm.data_pages()
     iterations = []
     t_start = time.perf_counter()
-    writer.header(migration_meta(vm))
+    writer.header(encode_meta(vm.config, vm.control.size, vm.logs))
     log.enable()
     try:
         log.sync()  # from here on, every write is logged
@@ -143,7 +116,7 @@ def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start):
         hash_seconds = time.perf_counter() - t_hash
         writer.hashes(hashes)
         writer.end()
-        reply = _read_reply(sock, SWITCH_TIMEOUT)
+        reply = read_reply(sock, SWITCH_TIMEOUT)
         resumed = reply.get("status") == "resumed"
         if resumed:
             vm.retire_vcpus()  # the guest lives on at the destination

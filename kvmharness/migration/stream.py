@@ -8,6 +8,15 @@
       HASHES   n x u64: XXH64 (seed 1) of every data page, n == data pages
       END      n == 0: switch over
       ABORT    n bytes of UTF-8: the source gives up
+    reply    after END (or on refusing the stream at any point), the
+             destination answers with one line of JSON: {"status": "resumed",
+             "verified", "pages-received", "resume-counters", "hash-ms",
+             "boot-id", "resumed-at"} or {"status": "refused", "verified":
+             false, "error"}; the source retires its guest only on "resumed".
+
+The meta (JSON) describes the VM: mem, vcpus, seed, page-size, control-size,
+and each vCPU's writer log as [counter, seed, first page, pages, pattern]
+segments, so the destination replays the guest's writes as the source does.
 
 Everything is little-endian.  The receiver checks each record against the
 header before acting on it: a page index past the data slot, a length that
@@ -23,8 +32,11 @@ import time
 
 import numpy as np
 
-from ..errors import HarnessError
+from ..errors import HarnessError, StreamError
 from ..kvm import uapi
+from ..microvm.guest import MAX_VCPUS, PAGE_SIZE, PATTERNS
+from ..microvm.machine import VmConfig
+from ..microvm.replay import WriterLog, WriterStream
 
 MAGIC = b"KVMHMIG\x00"
 VERSION = 1
@@ -36,13 +48,98 @@ RECORD_NAMES = {PAGES: "PAGES", CONTROL: "CONTROL", VCPU: "VCPU", HASHES: "HASHE
 MAX_META = 1 << 20
 MAX_PAGES_PER_RECORD = 1024
 MAX_ABORT = 4096
-PAGE_SIZE = 4096
+MAX_REPLY = 65536
+MAX_MEM = 1 << 40
 PAGE_ENTRY = np.dtype([("index", "<u8"), ("data", "u1", PAGE_SIZE)])
 VCPU_BYTES = VCPU_HEAD.size + ctypes.sizeof(uapi.kvm_regs) + ctypes.sizeof(uapi.kvm_sregs)
 
 
-class StreamError(HarnessError):
-    """The stream is malformed, truncated or hostile."""
+def boot_id():
+    """This kernel's boot id: two processes that share it share CLOCK_MONOTONIC."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def encode_meta(config, control_size, logs):
+    return {
+        "mem": config.mem,
+        "vcpus": config.vcpus,
+        "seed": config.seed,
+        "page-size": PAGE_SIZE,
+        "control-size": control_size,
+        "logs": [[[c, s.seed, s.first_page, s.npages, s.pattern] for c, s in log.segments] for log in logs],
+    }
+
+
+def _uint(meta, key, high):
+    value = meta.get(key) if isinstance(meta, dict) else None
+    if type(value) is not int or not 0 <= value < high:  # bool, float, Infinity: refused
+        raise StreamError(f"migration stream metadata: '{key}' must be a whole number below {high}")
+    return value
+
+
+def _log(segments, slot_pages):
+    if not isinstance(segments, list) or not 1 <= len(segments) <= 1 << 16:
+        raise StreamError("migration stream metadata: a writer log is a list of segments")
+    out, last = [], 0
+    for segment in segments:
+        if (not isinstance(segment, list) or len(segment) != 5
+                or any(type(x) is not int or x < 0 for x in segment[:4]) or segment[4] not in PATTERNS):
+            raise StreamError("migration stream metadata: malformed writer log segment")
+        counter, seed, first, npages, pattern = segment
+        if counter < last or seed >= 1 << 64 or npages < 1 or first + npages > slot_pages:
+            raise StreamError("migration stream metadata: writer log segment out of range")
+        out.append((counter, WriterStream(seed, first, npages, pattern)))
+        last = counter
+    return WriterLog(tuple(out))
+
+
+def decode_meta(meta):
+    """(VmConfig, control slot size, writer logs) from a header's meta; every
+    field typed and bounded before use."""
+    mem = _uint(meta, "mem", MAX_MEM + 1)
+    vcpus = _uint(meta, "vcpus", MAX_VCPUS + 1)
+    seed = _uint(meta, "seed", 1 << 64)
+    if _uint(meta, "page-size", 1 << 32) != PAGE_SIZE:
+        raise StreamError(f"page size {meta['page-size']} is not supported")
+    control_size = _uint(meta, "control-size", 1 << 32)
+    if mem % PAGE_SIZE or not vcpus:
+        raise StreamError("migration stream metadata: mem must be whole pages, vcpus at least 1")
+    logs = meta.get("logs")
+    if not isinstance(logs, list) or len(logs) != vcpus:
+        raise StreamError("migration stream metadata: one writer log per vCPU expected")
+    logs = [_log(log, mem // PAGE_SIZE) for log in logs]
+    return VmConfig(mem=mem, vcpus=vcpus, seed=seed, warm=False, prefault=False), control_size, logs
+
+
+def send_reply(sock, obj):
+    """The destination's one-line answer; a peer that has gone is no error."""
+    try:
+        sock.sendall(json.dumps(obj).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def read_reply(sock, timeout):
+    sock.settimeout(timeout)
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = sock.recv(PAGE_SIZE)
+        if not chunk:
+            raise HarnessError("the destination closed the connection without answering")
+        buf += chunk
+        if len(buf) > MAX_REPLY:
+            raise HarnessError("the destination's answer is too long")
+    try:
+        reply = json.loads(buf)
+    except ValueError:
+        raise HarnessError("the destination's answer is not JSON") from None
+    if not isinstance(reply, dict):
+        raise HarnessError("the destination's answer is not a JSON object")
+    return reply
 
 
 class Pacer:

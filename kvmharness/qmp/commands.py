@@ -1,17 +1,22 @@
 """The QMP commands we serve: their QAPI schemas and handlers.
 
-Handlers are plain functions of (context, arguments) run off the event loop
-(some wait for the guest to take a command up).  Names without a prefix are
+Handlers are plain functions of (context, arguments), some run off the event
+loop (they wait for the guest to take a command up).  A handler that fails
+raises: a QmpError replies with its class, any other HarnessError as
+GenericError (server.py).  Names without a prefix are
 QEMU's commands with QEMU's semantics; ours carry the x- prefix.
 """
 
 from dataclasses import dataclass
 
-from .. import __version__, guest
-from ..dirtyrate.monitor import MODES, TIME_UNITS, DirtyRateError
-from ..errors import HarnessError
+from .. import __version__
+from ..microvm import guest
+from ..dirtyrate import modes
+from ..dirtyrate.monitor import TIME_UNITS
+from ..errors import QmpError
 from .hmp import human_monitor_command
-from .schema import Arg, QmpError
+from .qapi import dirty_rate_info, migration_info
+from .schema import Arg
 
 QEMU_VERSION = {"major": 8, "minor": 2, "micro": 0}  # the QMP contract we implement (calc-time-unit)
 UNIT = Arg("calc-time-unit", "enum", values=tuple(TIME_UNITS))
@@ -30,16 +35,13 @@ def version():
 
 
 def _calc_dirty_rate(ctx, a):
-    try:
-        ctx.monitor.calc_dirty_rate(a["calc-time"], a.get("calc-time-unit", "second"),
-                                    a.get("sample-pages"), a.get("mode", "page-sampling"))
-    except DirtyRateError as e:
-        raise QmpError(str(e)) from None
+    ctx.monitor.calc_dirty_rate(a["calc-time"], a.get("calc-time-unit", "second"),
+                                a.get("sample-pages"), a.get("mode", modes.DEFAULT))
     return {}
 
 
 def _query_dirty_rate(ctx, a):
-    return ctx.monitor.query_dirty_rate(a.get("calc-time-unit", "second"))
+    return dirty_rate_info(ctx.monitor.state(), a.get("calc-time-unit", "second"))
 
 
 def _set_writer(ctx, a):
@@ -50,35 +52,20 @@ def _set_writer(ctx, a):
     wps = a.get("wps")
     if wps is not None and wps < 0:
         raise QmpError("Parameter 'wps' must be 0 (unlimited) or more")
-    try:
-        vm.set_writer(wps=wps, pattern=a.get("pattern"), vcpu=vcpu)
-    except HarnessError as e:
-        raise QmpError(str(e)) from None
+    vm.set_writer(wps=wps, pattern=a.get("pattern"), vcpu=vcpu)
     return {}
 
 
 def _query_writer(ctx, a):
-    out = []
-    for k, ctl in enumerate(ctx.vm.controls):
-        stream = ctx.vm.logs[k].segments[-1][1]
-        out.append({
-            "vcpu": k,
-            "state": guest.STATES.get(ctl.state, "unknown"),
-            "wps": ctl.wps,
-            "pattern": guest.PATTERN_NAMES[ctl.pattern],
-            "writes": ctl.counter,
-            "seed": stream.seed,
-            "first-page": stream.first_page,
-            "pages": stream.npages,
-        })
-    return out
+    return [
+        {"vcpu": w.vcpu, "state": w.state, "wps": w.wps, "pattern": w.pattern, "writes": w.writes,
+         "seed": w.stream.seed, "first-page": w.stream.first_page, "pages": w.stream.npages}
+        for w in ctx.vm.writer.states()
+    ]
 
 
 def _migrate(ctx, a):
-    try:
-        ctx.migration.start(a["uri"])
-    except HarnessError as e:
-        raise QmpError(str(e)) from None
+    ctx.migration.start(a["uri"])
     return {}
 
 
@@ -101,7 +88,7 @@ def _query_commands(ctx, a):
 def _query_status(ctx, a):
     if ctx.migration.status == "completed":
         return {"running": False, "singlestep": False, "status": "postmigrate", "x-writing": False}
-    writing = any(guest.STATES.get(c.state) == "running" for c in ctx.vm.controls)
+    writing = any(w.state == "running" for w in ctx.vm.writer.states())
     return {"running": True, "singlestep": False, "status": "running", "x-writing": writing}
 
 
@@ -117,7 +104,7 @@ COMMANDS = {
             Arg("calc-time", "int", required=True),
             UNIT,
             Arg("sample-pages", "int"),
-            Arg("mode", "enum", values=MODES),
+            Arg("mode", "enum", values=modes.NAMES),
         ), _calc_dirty_rate),
         Command("query-dirty-rate", (UNIT,), _query_dirty_rate),
         Command("human-monitor-command", (Arg("command-line", "str", required=True),
@@ -129,7 +116,7 @@ COMMANDS = {
         ), _set_writer, blocking=True),
         Command("x-query-writer", (), _query_writer),
         Command("migrate", (Arg("uri", "str", required=True),), _migrate),
-        Command("query-migrate", (), lambda ctx, a: ctx.migration.query()),
+        Command("query-migrate", (), lambda ctx, a: migration_info(ctx.migration)),
         Command("migrate-set-parameters", (Arg("downtime-limit", "int"), Arg("max-bandwidth", "int"),
                                            Arg("x-max-iterations", "int")), _set_migrate_parameters),
         Command("query-migrate-parameters", (), lambda ctx, a: dict(ctx.migration.parameters)),

@@ -3,26 +3,31 @@
 `calc_dirty_rate [-r|-b] TIME [SAMPLE_PAGES]` as QEMU's HMP command, except
 that TIME may carry a unit (`500ms`, `2s`; a bare number is seconds, as in
 QEMU), which QEMU's HMP cannot express; `info dirty_rate` prints the period
-in the unit of the request and labels every number truthfully.
+in the unit of the request and labels every number truthfully (without HMP's
+quirks: never "0 (sec)" for a 500 ms window, the start time labelled as the
+seconds it is, MiB/s called MiB/s), followed by our x- fields.  The CLI's
+calc-dirty-rate prints the same text.
 """
 
 import re
 
-from ..dirtyrate.monitor import DirtyRateError
-from ..dirtyrate.report import format_dirty_rate_info
+from ..dirtyrate import modes
+from ..errors import DirtyRateError
+from .qapi import dirty_rate_info
 
 _TIME = re.compile(r"^(\d+)(ms|s)?$")
+HMP_FLAGS = tuple(m.hmp_flag for m in modes.MODES if m.hmp_flag)
 
 
 def _calc_dirty_rate(monitor, words):
     flags = [w for w in words if w.startswith("-")]
     rest = [w for w in words if not w.startswith("-")]
-    unknown = [f for f in flags if f not in ("-r", "-b")]
+    unknown = [f for f in flags if f not in HMP_FLAGS]
     if unknown:
         return f"Error: unknown option '{unknown[0]}'\n"
     if "-r" in flags and "-b" in flags:
         return "Error: Either dirty ring or dirty bitmap can be specified!\n"
-    mode = "dirty-ring" if "-r" in flags else "dirty-bitmap" if "-b" in flags else "page-sampling"
+    mode = next((m.name for m in modes.MODES if m.hmp_flag in flags), modes.DEFAULT)
     if not rest or len(rest) > 2:
         return "Error: usage: calc_dirty_rate [-r|-b] TIME[ms|s] [SAMPLE_PAGES]\n"
     m = _TIME.match(rest[0])
@@ -43,7 +48,39 @@ def _calc_dirty_rate(monitor, words):
 
 
 def _info_dirty_rate(monitor):
-    return format_dirty_rate_info(monitor.query_dirty_rate(monitor.requested_unit)) + "\n"
+    return format_dirty_rate_info(dirty_rate_info(monitor.state(), monitor.requested_unit)) + "\n"
+
+
+def format_dirty_rate_info(info):
+    unit = "ms" if info["calc-time-unit"] == "millisecond" else "s"
+    lines = [
+        f"Status: {info['status']}",
+        f"Start Time: {info['start-time']} (s since the epoch)",
+        f"Sample Pages: {info['sample-pages']} (per GiB)",
+        f"Period: {info['calc-time']} ({unit})",
+        f"Mode: {info['mode']}",
+    ]
+    if "dirty-rate" not in info:
+        return "\n".join(lines)
+    lines.append(f"Dirty rate: {info['dirty-rate']} (MiB/s)")
+    for vcpu in info.get("vcpu-dirty-rate", []):
+        lines.append(f"vcpu[{vcpu['id']}], Dirty rate: {vcpu['dirty-rate']} (MiB/s)")
+    if "x-error" in info:
+        lines.append(f"Error: {info['x-error']}")
+        return "\n".join(lines)
+    lines.append(f"Actual window: {info['x-window-us'] / 1000:.3f} ms")
+    lines.append(f"Expected from the guest's writes: {info['x-expected-rate']:.1f} MiB/s "
+                 f"({info['x-guest-writes']} writes)")
+    lines.append(f"Dirty pages: {info['x-dirty-pages']}")
+    if info.get("x-dirty-events") is not None:
+        lines.append(f"Dirty ring entries: {info['x-dirty-events']}")
+    if info.get("x-confidence"):
+        c = info["x-confidence"]
+        lines.append(f"95% interval: {c['low']:.1f} .. {c['high']:.1f} MiB/s "
+                     f"({info['x-dirty-samples']} of {info['x-samples']} samples changed)")
+    overhead = ", ".join(f"{k} {v:.2f}" for k, v in info["x-overhead"].items() if k != "total")
+    lines.append(f"Overhead: {info['x-overhead']['total']:.2f} ms ({overhead})")
+    return "\n".join(lines)
 
 
 def human_monitor_command(monitor, command_line):

@@ -4,14 +4,7 @@ anything left over is unexpected."""
 
 from dataclasses import dataclass
 
-
-class QmpError(Exception):
-    """An error reply: class and desc as QEMU would send them."""
-
-    def __init__(self, desc, cls="GenericError"):
-        super().__init__(desc)
-        self.desc = desc
-        self.cls = cls
+from ..errors import QmpError
 
 
 @dataclass(frozen=True)

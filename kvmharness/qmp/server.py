@@ -1,5 +1,5 @@
 """A QMP server on a unix socket (and optionally TCP) that existing QEMU
-clients can drive unchanged (wire contract: shared/docs/qemu-contract.md).
+clients can drive unchanged (wire contract: QEMU's docs/interop/qmp-spec.rst).
 
 Per connection: greeting, then capabilities negotiation, then commands.
 Every reply echoes the command's id and ends in CRLF, as QEMU's do.  Input
@@ -17,7 +17,8 @@ import time
 from ..migration.job import MigrationJob
 from .commands import COMMANDS, version
 from .framing import FramingError, JsonSplitter
-from .schema import QmpError, check_arguments
+from ..errors import HarnessError, QmpError
+from .schema import check_arguments
 
 READ_CHUNK = 65536
 
@@ -63,7 +64,9 @@ class Session:
             has_id, reply_id = "id" in msg, msg.get("id")
             result = await self.dispatch(msg)
         except QmpError as e:
-            reply = {"error": {"class": e.cls, "desc": e.desc}}
+            reply = {"error": {"class": e.qmp_class, "desc": e.desc}}
+        except HarnessError as e:  # a command that failed: QEMU's GenericError
+            reply = {"error": {"class": "GenericError", "desc": str(e)}}
         else:
             if result is _QUIT:
                 self.send({"return": {}, **({"id": reply_id} if has_id else {})})
@@ -171,7 +174,7 @@ class QmpServer:
             self._loop.call_soon_threadsafe(self.broadcast, event, data)
 
     def _measured(self, monitor, result, error):
-        mode = result.mode if result else monitor.query_dirty_rate()["mode"]
+        mode = monitor.state().request.mode
         self.broadcast_threadsafe("X_DIRTY_RATE_MEASURED", {
             "status": "measured", "mode": mode, "dirty-rate": result.dirty_rate if result else -1})
 

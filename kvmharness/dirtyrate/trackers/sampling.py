@@ -12,9 +12,10 @@ import math
 
 import numpy as np
 
-from ..page_hash import hash_pages
+from ...microvm.guest import PAGE_SIZE
+from ...microvm.page_hash import hash_pages
 from .count import Count
-from .window import Overhead, cut
+from ..window import Overhead, cut
 
 GiB = 1 << 30
 Z95 = 1.959963984540054
@@ -40,17 +41,22 @@ def sample_count(sample_pages, slot_bytes):
     return max(1, round(sample_pages * slot_bytes / GiB))
 
 
+def draw_samples(sample_pages, slot_bytes, rng=None):
+    """The pages to sample: sample_pages per GiB (pro rata, at least one),
+    uniformly with replacement."""
+    rng = rng if rng is not None else np.random.default_rng()
+    return rng.integers(0, slot_bytes // PAGE_SIZE, sample_count(sample_pages, slot_bytes), dtype=np.uint64)
+
+
 class PageSamplingTracker:
     mode = "page-sampling"
 
     def __init__(self, vm, sample_pages=512, rng=None):
         self.vm = vm
         self.sample_pages = sample_pages
-        rng = rng if rng is not None else np.random.default_rng()
-        n = sample_count(sample_pages, vm.config.mem)
-        self.pages = rng.integers(0, vm.slot_pages, n, dtype=np.uint64)  # with replacement
-        self.before = np.zeros(n, dtype=np.uint64)
-        self.after = np.zeros(n, dtype=np.uint64)
+        self.pages = draw_samples(sample_pages, vm.config.mem, rng)
+        self.before = np.zeros(len(self.pages), dtype=np.uint64)
+        self.after = np.zeros(len(self.pages), dtype=np.uint64)
         self.overhead = Overhead()
 
     def _hash_into(self, out):

@@ -11,9 +11,9 @@ vCPU held outside the guest for their duration (well under a millisecond),
 so they are exact; a paced writer catches up afterwards.
 """
 
-from ..dirty_ring import RingSink
+from ...microvm.dirty_ring import RingSink
 from .count import Count
-from .window import Overhead, stopped_cut
+from ..window import Overhead, stopped_cut
 
 SETTLE_ROUNDS = 4
 SETTLED_ENTRIES = 256

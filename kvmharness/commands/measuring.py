@@ -4,16 +4,9 @@ with the writer running at the asked rate for a settling time."""
 import contextlib
 import time
 
-from ..dirty_ring import GFN_SIZE, max_ring_bytes
-from ..kvm import Kvm
-from ..kvm.system import DEFAULT_DEVICE
-from ..machine import MicroVm, VmConfig
-from .monitor import DirtyRateMonitor
-
-
-def host_max_ring_entries(device=DEFAULT_DEVICE):
-    with Kvm(device) as kvm:
-        return max_ring_bytes(kvm)[0] // GFN_SIZE
+from ..dirtyrate.monitor import DirtyRateMonitor
+from ..microvm.dirty_ring import host_max_ring_entries
+from ..microvm.machine import MicroVm, VmConfig
 
 
 @contextlib.contextmanager

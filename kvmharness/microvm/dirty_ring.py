@@ -14,13 +14,15 @@ import threading
 
 import numpy as np
 
-from ._native import ffi, lib
-from .errors import HarnessError, UsageError
-from .kvm import uapi
-from .memory import Mapping
+from .._native import ffi, lib
+from ..errors import HarnessError, UsageError
+from ..kvm import Kvm, uapi
+from ..kvm.system import DEFAULT_DEVICE
+from ..kvm.memory import Mapping
+from .guest import PAGE_SIZE
 
 GFN_SIZE = ctypes.sizeof(uapi.kvm_dirty_gfn)  # checked against the kernel by tests/test_uapi_layout.py
-MIN_ENTRIES = 4096 // GFN_SIZE  # KVM wants at least one page per ring
+MIN_ENTRIES = PAGE_SIZE // GFN_SIZE  # KVM wants at least one page per ring
 
 
 def max_ring_bytes(kvm):
@@ -28,6 +30,12 @@ def max_ring_bytes(kvm):
     (a Kvm or Vm: anything with check_extension) offers; (0, False): none."""
     acq_rel = kvm.check_extension("KVM_CAP_DIRTY_LOG_RING_ACQ_REL")
     return (acq_rel, True) if acq_rel else (kvm.check_extension("KVM_CAP_DIRTY_LOG_RING"), False)
+
+
+def host_max_ring_entries(device=DEFAULT_DEVICE):
+    """The largest dirty ring, in entries per vCPU, this host's KVM offers (0: none)."""
+    with Kvm(device) as kvm:
+        return max_ring_bytes(kvm)[0] // GFN_SIZE
 
 
 def ring_bytes(entries, max_bytes):
@@ -68,7 +76,7 @@ class DirtyRings:
         try:
             for vcpu in vcpus:
                 self.maps.append(
-                    Mapping.of_fd(vcpu.fd, entries * GFN_SIZE, offset=uapi.KVM_DIRTY_LOG_PAGE_OFFSET * 4096)
+                    Mapping.of_fd(vcpu.fd, entries * GFN_SIZE, offset=uapi.KVM_DIRTY_LOG_PAGE_OFFSET * PAGE_SIZE)
                 )
         except BaseException:
             self.close()

@@ -9,9 +9,8 @@ edge is a GET, which only copies the bitmap, so it is narrow too.
 
 import numpy as np
 
-from ..machine import DATA_SLOT
 from .count import Count
-from .window import Overhead, cut
+from ..window import Overhead, cut
 
 SETTLE_ROUNDS = 4
 SETTLED_PAGES = 256  # re-protecting this few pages takes microseconds
@@ -29,14 +28,14 @@ class DirtyBitmapTracker:
         self.overhead = Overhead()
 
     def _get(self):
-        self.vm.vm.get_dirty_log(DATA_SLOT, self.bitmap.ctypes.data)
+        self.vm.get_dirty_log(self.bitmap.ctypes.data)
 
     def sync(self):
         """One sync: fetch the bitmap and re-protect what it reports (with
         manual protection; a plain GET re-protects by itself)."""
         self._get()
         if self.manual and self.bitmap.any():
-            self.vm.vm.clear_dirty_log(DATA_SLOT, 0, self.npages, self.bitmap.ctypes.data)
+            self.vm.clear_dirty_log(self.bitmap.ctypes.data)
 
     def dirty_pages(self):
         """Page numbers set in the last bitmap fetched, ascending."""

@@ -13,9 +13,9 @@ The guest signals the host only through its MMIO doorbell; everything else
 import signal
 import threading
 
-from ._native import lib
-from .errors import GuestError
-from .kvm import exits
+from .._native import lib
+from ..errors import GuestError, HarnessError
+from ..kvm import exits
 
 KICK_SIGNAL = signal.SIGRTMIN + 2
 _kick_handler_installed = False
@@ -29,7 +29,7 @@ def install_kick_handler():
     with _install_lock:
         if not _kick_handler_installed:
             if lib.kvmh_install_kick_handler(KICK_SIGNAL) != 0:
-                raise OSError("sigaction for the vCPU kick signal failed")
+                raise HarnessError("sigaction for the vCPU kick signal failed")
             _kick_handler_installed = True
 
 
@@ -100,7 +100,7 @@ class VcpuThread(threading.Thread):
 
     def wait_request(self, done, timeout=5.0):
         if not done.wait(timeout) and not self.exited:
-            raise TimeoutError(f"vCPU {self.vcpu.id} did not leave the guest")
+            raise HarnessError(f"vCPU {self.vcpu.id} did not leave the guest")
 
     def kick(self):
         """Make KVM_RUN return now (signal) or at its next entry (immediate_exit)."""

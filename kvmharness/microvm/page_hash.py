@@ -4,7 +4,7 @@ hosts."""
 
 import numpy as np
 
-from ._native import ffi, lib
+from .._native import ffi, lib
 from .guest import PAGE_SIZE
 
 

@@ -5,7 +5,7 @@ The guest image's entry is called as a C function in a forked child, over
 host memory of the same size, so guest and host execute identical
 instructions on an identical working set.  A guest that KVM emulates instead
 of running on the hardware manages ~0.07 M writes/s where the host loop
-manages ~150 M (platform-notes.md), so the ratio of the two rates tells
+manages ~150 M (docs/platform.md), so the ratio of the two rates tells
 "native" from "emulated" on any host, whatever its speed.
 """
 
@@ -15,8 +15,9 @@ import time
 import warnings
 
 from . import guest
-from ._native import ffi, lib
-from .memory import MAP_ANONYMOUS, MAP_SHARED, Mapping
+from .._native import ffi, lib
+from ..errors import HarnessError
+from ..kvm.memory import MAP_ANONYMOUS, MAP_SHARED, Mapping
 
 START_TIMEOUT = 10.0
 
@@ -44,7 +45,7 @@ def host_loop_rate(mem, seconds, wps, tsc_hz, catch_up_seconds):
             deadline = time.monotonic() + START_TIMEOUT
             while ctl.state != lib.KVMH_STATE_RUNNING:
                 if time.monotonic() > deadline:
-                    raise TimeoutError("the host loop did not start")
+                    raise HarnessError("the host loop did not start")
                 time.sleep(0.001)
             time.sleep(0.05)
             c0, t0 = ctl.counter, time.perf_counter()

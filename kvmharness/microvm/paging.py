@@ -3,7 +3,7 @@ every level.
 
 Why U/S everywhere: the guest runs at CPL 3 (the only mode the nested runner
 executes natively), and a user-mode access through any supervisor-only level
-faults; with no IDT that fault is a triple fault (platform-notes.md).
+faults; with no IDT that fault is a triple fault (docs/platform.md).
 Only what the guest needs is mapped: the control slot, the doorbell page and
 the data slot.  Anything else faults, so a stray guest access is caught as a
 KVM_EXIT_SHUTDOWN instead of silently hitting memory.
@@ -12,7 +12,7 @@ KVM_EXIT_SHUTDOWN instead of silently hitting memory.
 import struct
 from dataclasses import dataclass
 
-from ._native import lib
+from .._native import lib
 
 PTE_P, PTE_RW, PTE_US, PTE_PS = 1 << 0, 1 << 1, 1 << 2, 1 << 7
 TABLE = PTE_P | PTE_RW | PTE_US
@@ -47,11 +47,11 @@ def build(control_size, data_gpa, data_size):
         {addr for start, size in ranges for addr in range(start & ~(SIZE_2M - 1), start + size, SIZE_2M)}
     )
     gibs = sorted({addr // SIZE_1G for addr in large_pages})
-    pd_of = {gib: lib.KVMH_PD_GPA + i * 4096 for i, gib in enumerate(gibs)}
+    pd_of = {gib: lib.KVMH_PD_GPA + i * lib.KVMH_PAGE_SIZE for i, gib in enumerate(gibs)}
     entries = [(lib.KVMH_PML4_GPA, lib.KVMH_PDPT_GPA | TABLE)]
     entries += [(lib.KVMH_PDPT_GPA + 8 * gib, pd | TABLE) for gib, pd in pd_of.items()]
     entries += [
         (pd_of[addr // SIZE_1G] + 8 * ((addr % SIZE_1G) // SIZE_2M), addr | LARGE_PAGE)
         for addr in large_pages
     ]
-    return PageTables(tuple(entries), lib.KVMH_PD_GPA + 4096 * len(gibs))
+    return PageTables(tuple(entries), lib.KVMH_PD_GPA + lib.KVMH_PAGE_SIZE * len(gibs))

@@ -1,23 +1,12 @@
 """`run`: drive the guest writer for a while and report what it achieved."""
 
-import time
+import json
 from dataclasses import dataclass
 
-from .machine import MicroVm, VmConfig
-
-
-@dataclass(frozen=True)
-class VcpuRate:
-    vcpu: int
-    writes: int
-    writes_per_second: float
-    schedule_resets: int  # times the writer fell too far behind (host stalls) and restarted its schedule
-    dropped_seconds: float  # schedule those restarts gave up: the writer was paced for seconds - this
-
-    def expected_writes(self, wps, seconds):
-        """What a writer paced at `wps` owes over `seconds` once the schedule
-        it gave up to host stalls is taken off (to within wps * catch-up + 1)."""
-        return wps * (seconds - self.dropped_seconds)
+from .. import units
+from ..errors import UsageError
+from ..microvm.machine import MicroVm, VmConfig
+from ..microvm.writer import measure_writer
 
 
 @dataclass(frozen=True)
@@ -51,23 +40,6 @@ class RunResult:
         }
 
 
-def measure_writer(vm, duration, wps=0, pattern="random"):
-    """Run the writer of a ready VM for `duration` seconds; counters are read
-    from shared memory at both ends of the interval, after the writer is
-    already going, so start-up is not in the figure."""
-    vm.run_writer(wps, pattern)
-    first = vm.snapshot()
-    time.sleep(duration)
-    last = vm.snapshot()
-    vm.hold()
-    seconds = last.time - first.time
-    per = tuple(
-        VcpuRate(k, b - a, (b - a) / seconds, s1.resets - s0.resets, s1.dropped - s0.dropped)
-        for k, (a, b, s0, s1) in enumerate(zip(first.counters, last.counters, first.schedules, last.schedules))
-    )
-    return seconds, per
-
-
 def run(mem, wps, duration, vcpus=1, pattern="random", seed=1, prefault=True):
     with MicroVm(VmConfig(mem=mem, vcpus=vcpus, seed=seed, prefault=prefault)) as vm:
         vm.start()
@@ -75,3 +47,21 @@ def run(mem, wps, duration, vcpus=1, pattern="random", seed=1, prefault=True):
         seconds, per = measure_writer(vm, duration, wps, pattern)
     writes = sum(r.writes for r in per)
     return RunResult(mem, vcpus, wps, pattern, warm, seconds, per, writes, writes / seconds)
+
+
+def main(args):
+    if args.duration <= 0:
+        raise UsageError("the duration must be more than 0")
+    result = run(args.mem, args.wps, args.duration, args.vcpus, args.pattern, args.seed, args.prefault)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    target = "unlimited" if not args.wps else f"{units.format_rate(args.wps)}writes/s per vCPU"
+    print(f"{args.mem >> 20} MiB, {args.vcpus} vCPU(s), {args.pattern}, target {target}")
+    print(f"warm-up: {result.warmup_seconds * 1e3:.1f} ms (every page touched once)")
+    for r in result.per_vcpu:
+        stalls = (f", {r.schedule_resets} host stalls gave up {r.dropped_seconds * 1e3:.1f} ms of schedule"
+                  if r.schedule_resets else "")
+        print(f"  vCPU {r.vcpu}: {units.format_rate(r.writes_per_second)}writes/s ({r.writes} writes{stalls})")
+    print(f"total: {units.format_rate(result.writes_per_second)}writes/s over {result.seconds:.3f} s")
+    return 0

@@ -1,13 +1,13 @@
 """vCPU register set-up for the one guest mode that runs natively on both
 hardware KVM and the nested runner: 64-bit mode at CPL 3.
 
-platform-notes.md: the nested runner's backend executes a guest on the
+docs/platform.md: the nested runner's backend executes a guest on the
 hardware only when it is in 64-bit mode and CPL (taken from SS.DPL) is 3;
 otherwise every instruction is emulated.  Flat segments, no GDT, IDT or TSS
 of ours: the selectors are never loaded by the guest.
 """
 
-from .kvm import uapi
+from ..kvm import uapi
 
 USER_CODE_SELECTOR = 0x33  # GDT index 6, RPL 3
 USER_DATA_SELECTOR = 0x2B  # GDT index 5, RPL 3

@@ -97,6 +97,11 @@ class WriterLog:
 
     segments: tuple
 
+    @property
+    def current(self):
+        """The stream in effect after the last segment's counter."""
+        return self.segments[-1][1]
+
     def then(self, counter, stream):
         if self.segments and counter < self.segments[-1][0]:
             raise ValueError("segments must be appended in counter order")

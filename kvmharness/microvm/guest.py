@@ -7,7 +7,8 @@ guest/layout.h as the guest itself, so host and guest cannot disagree.
 
 import ctypes
 
-from ._native import ffi, lib
+from .._native import ffi, lib
+from ..errors import BuildMismatch
 
 PAGE_SIZE = lib.KVMH_PAGE_SIZE
 PAGE_SHIFT = lib.KVMH_PAGE_SHIFT
@@ -34,7 +35,7 @@ def guest_image():
     pp = ffi.new("const unsigned char **")
     size = lib.kvmh_guest_image(pp)
     if size > lib.KVMH_CODE_MAX:
-        raise RuntimeError(f"guest image of {size} bytes exceeds KVMH_CODE_MAX")
+        raise BuildMismatch(f"guest image of {size} bytes exceeds KVMH_CODE_MAX")
     return bytes(ffi.buffer(pp[0], size))
 
 
@@ -53,13 +54,13 @@ def _control_block_type():
     layout, pos = [], 0
     for name, offset in _control_fields():
         if offset < pos or offset % 8:
-            raise RuntimeError(f"control block field {name} overlaps or is misaligned")
+            raise BuildMismatch(f"control block field {name} overlaps or is misaligned")
         if offset > pos:
             layout.append((f"_pad_{pos:x}", ctypes.c_uint8 * (offset - pos)))
         layout.append((name, ctypes.c_uint64))
         pos = offset + 8
     if pos != lib.KVMH_CTL_SIZE:
-        raise RuntimeError("KVMH_CTL_SIZE does not match the control block fields")
+        raise BuildMismatch("KVMH_CTL_SIZE does not match the control block fields")
     return type("ControlBlock", (ctypes.Structure,), {"_fields_": layout})
 
 

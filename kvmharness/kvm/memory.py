@@ -10,7 +10,7 @@ import ctypes
 import mmap
 import os
 
-from .errors import HarnessError, HostMemoryError
+from ..errors import HarnessError, HostMemoryError
 
 PROT_READ, PROT_WRITE = mmap.PROT_READ, mmap.PROT_WRITE
 MAP_SHARED, MAP_PRIVATE = mmap.MAP_SHARED, mmap.MAP_PRIVATE
@@ -46,7 +46,7 @@ class Mapping:
         addr = _libc.mmap(None, size, prot, flags, fd, offset)
         if addr in (None, MAP_FAILED):
             err = ctypes.get_errno()
-            raise HarnessError(f"mmap of {size} bytes failed: {os.strerror(err)}")
+            raise HostMemoryError(f"mmap of {size} bytes failed: {os.strerror(err)}")
         self.addr = addr
         self.size = size
 

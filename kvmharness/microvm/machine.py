@@ -16,25 +16,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import guest, paging, vcpu_setup
+from . import cpu_setup, guest, paging
 from .dirty_ring import DirtyRings, max_ring_bytes, ring_bytes
-from ._native import lib
-from .errors import CapabilityMissing, HarnessError, UsageError
-from .kvm import Kvm, uapi
-from .kvm.system import DEFAULT_DEVICE
-from .memory import Mapping, check_host_can_back
+from .._native import lib
+from ..errors import CapabilityMissing, HarnessError, UsageError
+from ..kvm import Kvm, uapi
+from ..kvm.system import DEFAULT_DEVICE
+from ..kvm.memory import Mapping, check_host_can_back
 from .page_hash import hash_pages
 from .replay import WriterLog, WriterStream, splitmix64
 from .vcpu_thread import VcpuThread, install_kick_handler
+from .writer import WriterControl
 
 CONTROL_SLOT, DATA_SLOT = 0, 1
 MIN_DATA = 64 << 20
-# The most schedule a paced writer catches up after a stall; more is given
-# up (guest/writer.S).  It bounds the writer's bursts: over any T seconds at
-# most wps * (T + CATCH_UP_SECONDS) + 1 writes, 0.5 % over at T = 50 ms.
-CATCH_UP_SECONDS = 0.00025
-ACK_TIMEOUT = 10.0
-SNAPSHOT_SLOP, SNAPSHOT_TRIES = 50e-6, 100
 
 
 @dataclass(frozen=True)
@@ -49,19 +44,6 @@ class VmConfig:
     dirty_ring_entries: int = 0  # per vCPU; 0: no dirty ring (bitmap logging)
     manual_protect: bool = True  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 where the host has it
     device: str = DEFAULT_DEVICE
-
-
-@dataclass(frozen=True)
-class WriterSchedule:
-    resets: int  # times the writer fell more than CATCH_UP_SECONDS behind and restarted its schedule
-    dropped: float  # seconds of schedule those restarts gave up
-
-
-@dataclass(frozen=True)
-class WriterSnapshot:
-    time: float  # perf_counter() when read
-    counters: tuple  # writes so far, per vCPU
-    schedules: tuple  # WriterSchedule per vCPU
 
 
 def vcpu_seed(seed, vcpu):
@@ -153,8 +135,7 @@ class MicroVm:
 
         tables.write_into(self.control)
         self.control.write(lib.KVMH_CODE_GPA, guest.guest_image())
-        self.controls = []
-        self.logs = []
+        controls, logs = [], []
         for k in range(config.vcpus):
             ctl = guest.ControlBlock.from_address(self.control.addr + guest.control_block_gpa(k))
             first, npages = vcpu_region(self.slot_pages, config.vcpus, k)
@@ -164,16 +145,16 @@ class MicroVm:
             ctl.pattern = guest.PATTERNS["random"]
             ctl.cmd = guest.CMD_HOLD
             ctl.warm = 1 if config.warm else 0
-            self.controls.append(ctl)
-            self.logs.append(WriterLog(((0, WriterStream(seed, first, npages, "random")),)))
+            controls.append(ctl)
+            logs.append(WriterLog(((0, WriterStream(seed, first, npages, "random")),)))
 
         cpuid = kvm.get_supported_cpuid()
         self.vcpus = []
         for k in range(config.vcpus):
             vcpu = self._stack.enter_context(vm.create_vcpu(k))
             vcpu.set_cpuid2(cpuid)
-            vcpu_setup.enter_long_mode_cpl3(vcpu, lib.KVMH_PML4_GPA)
-            vcpu_setup.set_entry(vcpu, lib.KVMH_CODE_GPA, guest.control_block_gpa(k))
+            cpu_setup.enter_long_mode_cpl3(vcpu, lib.KVMH_PML4_GPA)
+            cpu_setup.set_entry(vcpu, lib.KVMH_CODE_GPA, guest.control_block_gpa(k))
             self.vcpus.append(vcpu)
         if config.dirty_ring_entries:
             self.ring = self._stack.enter_context(
@@ -185,13 +166,14 @@ class MicroVm:
 
         self.cond = threading.Condition()
         self.threads = []
+        self.writer = WriterControl(controls, logs, self.tsc_khz * 1000, self.cond, self.check)
         self._stack.callback(self._stop_threads)
 
     # ---- lifecycle ---------------------------------------------------------
     def start(self):
         """Start the vCPUs: the guest warms its region up, then holds."""
         install_kick_handler()
-        for vcpu, ctl in zip(self.vcpus, self.controls):
+        for vcpu, ctl in zip(self.vcpus, self.writer.controls):
             thread = VcpuThread(
                 vcpu, ctl, self.cond, lib.KVMH_DOORBELL_GPA,
                 on_ring_full=self.ring.on_ring_full if self.ring else None,
@@ -205,11 +187,15 @@ class MicroVm:
         time in seconds (the slowest vCPU's, from the guest's TSC stamps)."""
         if timeout is None:
             timeout = 30.0 + self.config.mem / (50 << 20)  # 50 MiB/s is very slow
-        self._wait(lambda c: c.state == lib.KVMH_STATE_HELD and c.seen_gen == c.gen, timeout,
-                   "finish its warm-up")
-        if not self.config.warm:
-            return 0.0
-        return max((c.warm_end - c.warm_begin) for c in self.controls) / (self.tsc_khz * 1e3)
+        self.writer.wait(lambda c: c.state == lib.KVMH_STATE_HELD and c.seen_gen == c.gen, timeout,
+                         "finish its warm-up")
+        return self.writer.warm_seconds() if self.config.warm else 0.0
+
+    def add_teardown(self, fn):
+        """Have fn() run first when the VM closes, before the vCPU threads stop
+        and before any memory is unmapped: for whatever else runs threads
+        that touch guest memory (a measurement, a migration)."""
+        self._stack.callback(fn)
 
     def close(self):
         if not getattr(self, "_closed", True):
@@ -227,101 +213,44 @@ class MicroVm:
         if stuck:
             raise HarnessError(f"vCPU threads did not stop: {', '.join(stuck)}")
 
-    # ---- writer control -----------------------------------------------------
-    def vcpu_ids(self, vcpu=None):
-        if vcpu is None:
-            return list(range(len(self.vcpus)))
-        if not 0 <= vcpu < len(self.vcpus):
-            raise UsageError(f"no vCPU {vcpu}: this VM has {len(self.vcpus)}")
-        return [vcpu]
-
-    def set_writer(self, *, cmd=None, wps=None, pattern=None, vcpu=None):
-        """Change the writer of one vCPU (or all) and wait until the guest has
-        taken the change up.  Pattern changes are logged with the exact
-        counter at which they took effect, so replay stays exact."""
-        ids = self.vcpu_ids(vcpu)
-        if wps is not None and (wps < 0 or wps > 10**12):
-            raise UsageError("writes/s must be between 0 (unlimited) and 10^12")
-        if pattern is not None and pattern not in guest.PATTERNS:
-            raise UsageError(f"pattern must be one of {', '.join(guest.PATTERNS)}")
-        self.check()
-        with self.cond:
-            for k in ids:
-                ctl = self.controls[k]
-                if wps is not None:
-                    guest.set_pace(ctl, wps, self.tsc_khz * 1000, CATCH_UP_SECONDS)
-                if pattern is not None:
-                    ctl.pattern = guest.PATTERNS[pattern]
-                if cmd is not None:
-                    ctl.cmd = cmd
-                ctl.gen += 1
-            self.cond.notify_all()
-        self._wait(lambda c: c.seen_gen == c.gen, ACK_TIMEOUT, "take up the new command", ids)
-        if pattern is not None:
-            for k in ids:
-                last = self.logs[k].segments[-1][1]
-                if last.pattern != pattern:
-                    stream = WriterStream(last.seed, last.first_page, last.npages, pattern)
-                    self.logs[k] = self.logs[k].then(self.controls[k].seen_counter, stream)
-
+    # ---- the writer (microvm/writer.py), for the callers that drive it ------
     def run_writer(self, wps=0, pattern=None, vcpu=None):
-        self.set_writer(cmd=guest.CMD_RUN, wps=wps, pattern=pattern, vcpu=vcpu)
+        self.writer.run(wps, pattern, vcpu)
+
+    def set_writer(self, *, wps=None, pattern=None, vcpu=None):
+        self.writer.set(wps=wps, pattern=pattern, vcpu=vcpu)
 
     def hold(self, vcpu=None):
-        """Stop writing; returns once every counter is frozen."""
-        self.set_writer(cmd=guest.CMD_HOLD, vcpu=vcpu)
-        self._wait(lambda c: c.state == lib.KVMH_STATE_HELD, ACK_TIMEOUT, "hold", self.vcpu_ids(vcpu))
+        self.writer.hold(vcpu)
 
     def counters(self):
-        """Writes done so far by each vCPU (read from shared memory, no exit)."""
-        return [c.counter for c in self.controls]
+        return self.writer.counters()
 
     def counter_total(self):
-        return sum(c.counter for c in self.controls)
+        return sum(self.writer.counters())
 
     def schedules(self):
-        """Per vCPU, what its paced writer has given up to host stalls so far
-        (guest/writer.S): the restarts and the seconds of schedule dropped."""
-        hz = self.tsc_khz * 1e3
-        return [WriterSchedule(c.resets, c.dropped / hz) for c in self.controls]
+        return self.writer.schedules()
 
     def snapshot(self):
-        """The writers' counters and schedules with the host time they were
-        read at.  The reads are retried until they took under SNAPSHOT_SLOP
-        seconds, so that a host thread preempted between reading the clock
-        and the counters (milliseconds on a loaded host) does not skew a
-        rate by that much."""
-        for _ in range(SNAPSHOT_TRIES):
-            t0 = time.perf_counter()
-            counters, schedules = self.counters(), self.schedules()
-            t1 = time.perf_counter()
-            if t1 - t0 <= SNAPSHOT_SLOP:
-                break
-        return WriterSnapshot((t0 + t1) / 2, tuple(counters), tuple(schedules))
+        return self.writer.snapshot()
 
-    def _wait(self, done, timeout, what, ids=None):
-        ids = self.vcpu_ids() if ids is None else ids
-        deadline = time.monotonic() + timeout
-        pause = 20e-6
-        while not all(done(self.controls[k]) for k in ids):
-            self.check()
-            for k in ids:
-                if self.threads and self.threads[k].exited:
-                    raise HarnessError(f"vCPU {k} has stopped running")
-            if time.monotonic() > deadline:
-                states = ", ".join(guest.STATES.get(self.controls[k].state, "?") for k in ids)
-                raise HarnessError(f"the guest did not {what} within {timeout:.0f} s (states: {states})")
-            time.sleep(pause)
-            pause = min(pause * 2, 2e-3)
+    @property
+    def logs(self):
+        return self.writer.logs
 
     def check(self):
-        """Raise the first fault any vCPU thread has met."""
+        """Raise the first fault any vCPU thread has met, or that one has
+        stopped running."""
         for t in self.threads:
             if t.fault is not None:
                 fault, t.fault = t.fault, None
                 if isinstance(fault, HarnessError):
                     raise fault
                 raise HarnessError(f"vCPU thread {t.name} failed: {fault!r}") from fault
+        for k, t in enumerate(self.threads):
+            if t.exited and not t.stopping:
+                raise HarnessError(f"vCPU {k} has stopped running")
 
     @contextlib.contextmanager
     def vcpus_stopped(self, timeout=5.0, on_stop=None):
@@ -371,6 +300,14 @@ class MicroVm:
         vcpu.set_msrs({uapi.MSR_IA32_TSC: tsc})
 
     # ---- memory ---------------------------------------------------------------
+    def get_dirty_log(self, bitmap_addr):
+        """KVM_GET_DIRTY_LOG of the data slot into the bitmap at `bitmap_addr`."""
+        self.vm.get_dirty_log(DATA_SLOT, bitmap_addr)
+
+    def clear_dirty_log(self, bitmap_addr):
+        """KVM_CLEAR_DIRTY_LOG of the data slot's pages set in the bitmap."""
+        self.vm.clear_dirty_log(DATA_SLOT, 0, self.slot_pages, bitmap_addr)
+
     def set_dirty_logging(self, enabled):
         """Turn KVM_MEM_LOG_DIRTY_PAGES on or off for the data slot."""
         flags = uapi.KVM_MEM_LOG_DIRTY_PAGES if enabled else 0

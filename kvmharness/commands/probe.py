@@ -1,0 +1,25 @@
+"""`probe`: describe this KVM host and calibrate the guest."""
+
+import json
+
+from .. import units
+from ..probe import CALIBRATION_MEM, probe
+
+
+def main(args):
+    report = probe()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 0
+    print(f"host kind:        {report.host_kind} ({report.cpu_model})")
+    print(f"kernel:           {report.kernel}")
+    print(f"KVM API version:  {report.api_version}")
+    print(f"TSC:              {report.tsc_khz} kHz")
+    print(f"dirty ring max:   {report.dirty_ring_max_entries} entries per vCPU")
+    for name, value in report.caps.items():
+        print(f"  {name:<36} {value}")
+    print(f"guest loop rate:  {units.format_rate(report.loop_writes_per_second)}writes/s "
+          f"(random, {CALIBRATION_MEM >> 20} MiB, unthrottled; {report.guest_to_host_loop:.2f}x the same "
+          f"loop as a host process)")
+    print(f"first write to a clean page under dirty logging: {report.first_write_us:.2f} us")
+    return 0

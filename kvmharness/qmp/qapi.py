@@ -1,0 +1,92 @@
+"""QMP's return types, built from the domain's typed state: DirtyRateInfo
+(query-dirty-rate, with our x- fields) and MigrationInfo (query-migrate).
+Member names and semantics are QEMU's (qapi/migration.json); this is the
+only place that knows them."""
+
+import time
+
+from ..dirtyrate import modes
+from ..dirtyrate.monitor import TIME_UNITS, DirtyRateStatus
+
+
+def convert_time(ms, unit):
+    """calc-time in `unit`, rounded down, as QEMU's convert_time_unit."""
+    return ms // TIME_UNITS[unit]
+
+
+def dirty_rate_info(state, calc_time_unit="second"):
+    """DirtyRateInfo for a DirtyRateMonitor's state(), in `calc_time_unit`."""
+    request, result = state.request, state.result
+    if request is None:
+        return {"status": state.status.value, "start-time": 0, "calc-time": 0,
+                "calc-time-unit": calc_time_unit, "sample-pages": 0, "mode": modes.DEFAULT}
+    info = {
+        "status": state.status.value,
+        "start-time": request.start_time,
+        "calc-time-unit": calc_time_unit,
+        "mode": request.mode,
+    }
+    if result is None:
+        info["calc-time"] = convert_time(request.calc_time_ms, calc_time_unit)
+        info["sample-pages"] = request.sample_pages
+        if state.status is DirtyRateStatus.MEASURED:  # failed: QEMU leaves dirty-rate at -1
+            info["dirty-rate"] = -1
+            info["x-error"] = str(state.error)
+        return info
+    return info | _result_fields(result, calc_time_unit)
+
+
+def _result_fields(result, calc_time_unit):
+    """The measured part of DirtyRateInfo, plus the x- fields."""
+    fields = {
+        "calc-time": convert_time(result.window_us // 1000, calc_time_unit),
+        "sample-pages": result.sample_pages,
+        "dirty-rate": result.dirty_rate,
+    }
+    if result.mode == "dirty-ring":  # QEMU reports per-vCPU rates in this mode only
+        fields["vcpu-dirty-rate"] = [{"id": v.id, "dirty-rate": v.dirty_rate} for v in result.vcpus]
+    exact = modes.BY_NAME[result.mode].exact
+    fields.update({
+        "x-dirty-pages": int(result.dirty_pages) if exact else round(result.dirty_pages, 1),
+        "x-dirty-events": result.dirty_events,
+        "x-guest-writes": result.guest_writes,
+        "x-window-us": result.window_us,
+        "x-expected-rate": round(result.expected_rate, 3),
+        "x-confidence": None if result.confidence is None
+        else {"low": round(result.confidence[0], 3), "high": round(result.confidence[1], 3), "level": 0.95},
+        "x-overhead": result.overhead,
+        "x-vcpu": [
+            {"id": v.id, "guest-writes": v.guest_writes, "dirty-pages": v.dirty_pages,
+             "dirty-events": v.dirty_events}
+            for v in result.vcpus
+        ],
+        "x-edges": {side: [list(pair) for pair in pairs] for side, pairs in result.edges.items()},
+    })
+    if result.samples is not None:
+        fields["x-samples"] = result.samples
+        fields["x-dirty-samples"] = result.dirty_samples
+    return fields
+
+
+def migration_info(job):
+    """query-migrate's MigrationInfo (the members we can fill) for a MigrationJob."""
+    info = {"status": job.status}
+    if job.status == "none":
+        return info
+    report = job.report
+    if report is not None:
+        sent = sum(i.bytes for i in report.iterations)
+        info.update({
+            "total-time": round(report.total_seconds * 1e3),
+            "ram": {"transferred": sent, "total": job.vm.config.mem,
+                    "dirty-sync-count": len(report.iterations) + 1,
+                    "normal": sum(i.pages for i in report.iterations) + report.final_pages},
+            "x-report": report.to_json(),
+        })
+        if report.converged:
+            info["downtime"] = round(report.downtime_seconds * 1e3)
+    else:
+        info["total-time"] = round((time.monotonic() - job.started) * 1e3)
+    if job.error:
+        info["error-desc"] = job.error
+    return info

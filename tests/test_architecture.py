@@ -1,0 +1,61 @@
+"""The layering of docs/architecture.md, checked on every import in the
+package: no module imports a layer above its own."""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "kvmharness"
+CROSS_CUTTING = {"errors", "units", "timing", "_native", "__init__", "__version__"}
+# layer -> the layers it may import (besides itself and the cross-cutting modules)
+ALLOWED = {
+    "kvm": set(),
+    "microvm": {"kvm"},
+    "dirtyrate": {"microvm", "kvm"},
+    "migration": {"dirtyrate", "microvm", "kvm"},
+    "qmp": {"migration", "dirtyrate", "microvm"},
+    "bench": {"dirtyrate", "microvm", "kvm", "probe"},
+    "probe": {"dirtyrate", "microvm", "kvm"},
+    "commands": {"qmp", "migration", "dirtyrate", "microvm", "kvm", "bench", "probe"},
+    "cli": {"commands"},
+    "pytest_plugin": {"microvm"},
+}
+
+
+def _layer(module):
+    """kvmharness.a.b -> 'a' (the top-level package or module)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "kvmharness" else None
+
+
+def _imports(path):
+    module = "kvmharness." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module.removesuffix(".__init__")
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [f"{target}.{a.name}" for a in node.names] if not node.module else [target]
+                yield from names
+            else:
+                yield node.module
+
+
+FILES = sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(PACKAGE)) for p in FILES])
+def test_imports_respect_the_layers(path):
+    own = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+    if own in CROSS_CUTTING:
+        allowed = CROSS_CUTTING
+    else:
+        allowed = ALLOWED[own] | CROSS_CUTTING | {own}
+    for target in _imports(path):
+        layer = _layer(target or "")
+        if layer is not None:
+            assert layer in allowed, f"{path.relative_to(PACKAGE)} imports {target} ({own} may not use {layer})"
