@@ -77,8 +77,13 @@ def test_exact_modes_match_replay(request, fixture, mode, ms):
 
 
 def test_page_sampling_confidence_covers_the_truth(bitmap_vm):
+    """The 95 % interval covers the replayed truth at least 95 % of the time.
+    Over 100 windows, fewer than 87 inside would happen by chance with
+    probability 0.0005 if the coverage were exactly 95 % (binomial tail), so
+    this fails for an interval that is too narrow, not by bad luck (with 40
+    windows and 36 needed, bad luck alone failed one run in twenty)."""
     monitor = DirtyRateMonitor(bitmap_vm)
-    windows = [50, 100, 200, 400] * 10
+    windows = [50, 100] * 50
     inside = 0
     for ms in windows:
         result = monitor.measure(ms, "millisecond", mode="page-sampling")
@@ -87,7 +92,7 @@ def test_page_sampling_confidence_covers_the_truth(bitmap_vm):
         low, high = result.confidence
         inside += low <= truth_rate <= high
     print(f"truth inside the 95 % interval in {inside} of {len(windows)} windows")
-    assert inside >= 0.9 * len(windows)
+    assert inside >= 87
 
 
 def test_small_ring_at_high_rate_loses_nothing():

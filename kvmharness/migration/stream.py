@@ -49,7 +49,6 @@ MAX_META = 1 << 20
 MAX_PAGES_PER_RECORD = 1024
 MAX_ABORT = 4096
 MAX_REPLY = 65536
-MAX_MEM = 1 << 40
 PAGE_ENTRY = np.dtype([("index", "<u8"), ("data", "u1", PAGE_SIZE)])
 VCPU_BYTES = VCPU_HEAD.size + ctypes.sizeof(uapi.kvm_regs) + ctypes.sizeof(uapi.kvm_sregs)
 
@@ -77,21 +76,21 @@ def encode_meta(config, control_size, logs):
 def _uint(meta, key, high):
     value = meta.get(key) if isinstance(meta, dict) else None
     if type(value) is not int or not 0 <= value < high:  # bool, float, Infinity: refused
-        raise StreamError(f"migration stream metadata: '{key}' must be a whole number below {high}")
+        raise StreamError(f"migration stream metadata is malformed: '{key}' must be a whole number below {high}")
     return value
 
 
 def _log(segments, slot_pages):
     if not isinstance(segments, list) or not 1 <= len(segments) <= 1 << 16:
-        raise StreamError("migration stream metadata: a writer log is a list of segments")
+        raise StreamError("migration stream metadata is malformed: a writer log is a list of segments")
     out, last = [], 0
     for segment in segments:
         if (not isinstance(segment, list) or len(segment) != 5
                 or any(type(x) is not int or x < 0 for x in segment[:4]) or segment[4] not in PATTERNS):
-            raise StreamError("migration stream metadata: malformed writer log segment")
+            raise StreamError("migration stream metadata is malformed: a writer log segment is [counter, seed, first page, pages, pattern]")
         counter, seed, first, npages, pattern = segment
         if counter < last or seed >= 1 << 64 or npages < 1 or first + npages > slot_pages:
-            raise StreamError("migration stream metadata: writer log segment out of range")
+            raise StreamError("migration stream metadata is malformed: writer log segment out of range")
         out.append((counter, WriterStream(seed, first, npages, pattern)))
         last = counter
     return WriterLog(tuple(out))
@@ -100,17 +99,17 @@ def _log(segments, slot_pages):
 def decode_meta(meta):
     """(VmConfig, control slot size, writer logs) from a header's meta; every
     field typed and bounded before use."""
-    mem = _uint(meta, "mem", MAX_MEM + 1)
+    mem = _uint(meta, "mem", 1 << 64)  # how much this host can build is MicroVm's to say
     vcpus = _uint(meta, "vcpus", MAX_VCPUS + 1)
     seed = _uint(meta, "seed", 1 << 64)
     if _uint(meta, "page-size", 1 << 32) != PAGE_SIZE:
         raise StreamError(f"page size {meta['page-size']} is not supported")
     control_size = _uint(meta, "control-size", 1 << 32)
     if mem % PAGE_SIZE or not vcpus:
-        raise StreamError("migration stream metadata: mem must be whole pages, vcpus at least 1")
+        raise StreamError("migration stream metadata is malformed: mem must be whole pages, vcpus at least 1")
     logs = meta.get("logs")
     if not isinstance(logs, list) or len(logs) != vcpus:
-        raise StreamError("migration stream metadata: one writer log per vCPU expected")
+        raise StreamError("migration stream metadata is malformed: one writer log per vCPU expected")
     logs = [_log(log, mem // PAGE_SIZE) for log in logs]
     return VmConfig(mem=mem, vcpus=vcpus, seed=seed, warm=False, prefault=False), control_size, logs
 
