@@ -12,7 +12,7 @@ import signal
 import sys
 
 from . import units
-from .errors import HarnessError, UsageError
+from .errors import HarnessError, Signalled, UsageError
 
 # The names of dirtyrate/modes.py's table (importing it would load the
 # engine and the native extension for every command, --help included);
@@ -30,10 +30,6 @@ def _command(module, name="main"):
     return handler
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived; unwinds like KeyboardInterrupt so every `with` closes."""
-
-
 def _arg(parser):
     """Wrap a units parser so argparse reports its message as a usage error."""
 
@@ -47,51 +43,26 @@ def _arg(parser):
     return convert
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: use a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be at least 1")
-    return value
-
-
 def parse_sizes(text):
     return tuple(units.parse_size(t) for t in text.split(","))
 
 
-def _port_number(text):
-    try:
-        value = int(text)
-    except ValueError:
-        return None
-    return value if 0 <= value <= 65535 else None
-
-
-def _port(text):
-    value = _port_number(text)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: use 0..65535")
-    return value
-
-
-def _tcp_address(text):
-    host, _, port = text.rpartition(":")
-    number = _port_number(port)
-    if number is None:
-        raise argparse.ArgumentTypeError(f"invalid TCP address {text!r}: use [HOST:]PORT")
-    return host or "127.0.0.1", number
-
-
 def _seed(text):
+    if not isinstance(text, str) or not text.strip().isascii():
+        raise UsageError(f"invalid seed {text!r}: use a whole number")
     try:
-        value = int(text, 0)
+        value = int(text.replace("_", " "), 0)  # decimal or 0x...; no digit separators
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: use a whole number") from None
+        raise UsageError(f"invalid seed {text[:40]!r}: use a whole number") from None
     if not 0 <= value < 1 << 64:
-        raise argparse.ArgumentTypeError("the seed must fit in 64 bits")
+        raise UsageError("invalid seed: it must fit in 64 bits")
     return value
+
+
+_positive_int = _arg(units.parse_count)
+_port = _arg(units.parse_port)
+_tcp_address = _arg(units.parse_tcp_address)
+_seed = _arg(_seed)
 
 
 def add_vm_arguments(p, wps_default="3M"):
@@ -109,8 +80,15 @@ def add_vm_arguments(p, wps_default="3M"):
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (argparse prints the usage too)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kvmharness",
         description="Measure how fast a KVM guest dirties its memory, straight on /dev/kvm.",
     )
@@ -182,7 +160,9 @@ def build_parser():
 
     p = sub.add_parser("migrate-listen", help="receive a live-migrated VM and resume it (destination side)")
     p.add_argument("--port", type=_port, required=True)
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; the peer supplies guest code and memory, "
+                        "so listen beyond this host only on a network you trust)")
     p.add_argument("--run-after", type=_arg(units.parse_duration), default=1.0,
                    help="how long the resumed guest runs before the report (default 1s)")
     p.add_argument("--json", action="store_true")
@@ -190,14 +170,17 @@ def build_parser():
     return parser
 
 
-def _on_sigterm(signo, frame):
-    raise Terminated()
+def _raise_signalled(signo, frame):
+    raise Signalled(signo)
+
+
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # SIGINT is Python's KeyboardInterrupt
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = {signo: signal.signal(signo, _raise_signalled) for signo in EXIT_SIGNALS}
     try:
         return args.handler(args)
     except UsageError as e:
@@ -207,12 +190,13 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         print("kvmharness: interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("kvmharness: terminated", file=sys.stderr)
-        return 143
+        return 128 + signal.SIGINT
+    except Signalled as e:
+        print(f"kvmharness: {signal.Signals(e.signo).name}, the VM torn down", file=sys.stderr)
+        return 128 + e.signo
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signo, handler in previous.items():
+            signal.signal(signo, handler)
 
 
 if __name__ == "__main__":

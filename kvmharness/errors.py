@@ -88,6 +88,16 @@ class DirtyRateError(QmpError):
     """calc-dirty-rate / query-dirty-rate refused: the message is QEMU's, to the letter."""
 
 
+class Signalled(BaseException):
+    """SIGTERM or SIGHUP arrived (SIGINT is KeyboardInterrupt): not an error
+    but an order to stop, so it unwinds like KeyboardInterrupt and every
+    `with` closes; the CLI exits 128 + signo."""
+
+    def __init__(self, signo):
+        super().__init__(signo)
+        self.signo = signo
+
+
 def format_regs(regs):
     """kvm_regs as four lines, the way a crash report reads."""
     names = [name for name, _ in regs._fields_]

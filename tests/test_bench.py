@@ -64,3 +64,11 @@ def test_json_has_every_raw_run_and_the_probe(quick):
             assert abs(c["ratio-to-theory"] - 1) <= 0.10, c
         if mode != "page-sampling":
             assert abs(c["ratio-to-expected"] - 1) <= (0.01 if ms >= 200 else 0.02), c
+
+
+def test_bench_modes_are_the_mode_table():
+    """The bench keeps the seed's column order; the modes themselves are the table's."""
+    from kvmharness.bench.plan import MODES
+    from kvmharness.dirtyrate import modes
+
+    assert sorted(MODES) == sorted(modes.NAMES)

@@ -10,6 +10,7 @@ from ..kvm.memory import host_available_bytes
 GiB = 1 << 30
 SEED_CALC_TIMES = (50, 100, 200, 300, 400, 500, 750, 1000, 1500, 2000)
 QUICK_CALC_TIMES = (50, 100, 200, 500, 1000)
+# The seed table's column order; the modes are dirtyrate/modes.py's (tests/test_bench.py)
 MODES = ("page-sampling", "dirty-bitmap", "dirty-ring")
 
 

@@ -6,8 +6,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .plan import MODES as MODE_ORDER  # noqa: E402
+
 GiB = 1 << 30
-MODES = {"page-sampling": "tab:blue", "dirty-bitmap": "tab:orange", "dirty-ring": "tab:green"}
+MODES = dict(zip(MODE_ORDER, ("tab:blue", "tab:orange", "tab:green")))
 
 
 def _series(cells, size, mode):

@@ -4,8 +4,9 @@ table in the seed's layout plus our columns, and the JSON with every run."""
 import statistics
 from collections import defaultdict
 
+from .plan import MODES
+
 GiB = 1 << 30
-MODES = ("page-sampling", "dirty-bitmap", "dirty-ring")
 MODE_COLUMNS = ("{mode} (MiB/s)", "{mode} spread", "{mode} guest wr/s", "{mode} expected (MiB/s)")
 TABLE_COLUMNS = ("calc-time (ms)", "theoretical (MiB/s)") + tuple(
     c.format(mode=m) for m in MODES for c in MODE_COLUMNS

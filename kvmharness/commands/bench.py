@@ -1,9 +1,26 @@
 """`bench`: the seed's table, side by side in all three modes, with plots."""
 
+import os
+import tempfile
+
 from ..bench import bench, plan
+from ..errors import UsageError
+
+
+def check_out_dir(path):
+    """Before minutes of measuring: can we write our results there?"""
+    if not path:
+        raise UsageError("--out needs a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write results to {path}: {e.strerror or e}") from None
 
 
 def main(args):
+    check_out_dir(args.out)
     the_plan = plan(quick=args.quick, sizes=args.sizes, runs=args.runs)
     paths = bench(the_plan, args.out)
     with open(paths["table"]) as f:

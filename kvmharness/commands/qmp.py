@@ -1,30 +1,78 @@
-"""`qmp`: run the VM and serve QMP (and HMP through human-monitor-command)."""
+"""`qmp`: run the VM and serve QMP (and HMP through human-monitor-command).
+
+Signals are handled the asyncio way while serving (loop.add_signal_handler):
+SIGINT, SIGTERM and SIGHUP end the serving loop with a SHUTDOWN event, then
+the VM is torn down and the command exits 128 + the signal's number, the
+unix socket removed on every path.  A socket left behind by a server that is
+gone is replaced; one a live server still answers on is refused.
+"""
 
 import asyncio
 import os
+import signal
+import socket
+import stat
 
-from ..errors import HarnessError, UsageError
+from ..errors import HarnessError, Signalled, UsageError
 from ..qmp import QmpServer
 from .measuring import measurement_vm
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
+
+
+def claim_socket_path(path):
+    """Make `path` free for our unix socket, or say why it cannot be."""
+    if not path:
+        raise UsageError("--socket needs a path")
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise UsageError(f"--socket path is longer than {MAX_SOCKET_PATH} bytes, the most a unix socket takes")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise UsageError(f"{path} exists and is not a socket; remove it or choose another path")
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)  # stale: its server is gone
+            return
+        except OSError as e:
+            raise UsageError(f"{path} exists and cannot be checked ({e.strerror or e}); remove it") from None
+    raise UsageError(f"{path}: a server is listening there already")
 
 
 def main(args):
     if args.socket is None and args.tcp is None:
         raise UsageError("say where to serve: --socket PATH and/or --tcp [HOST:]PORT")
-    if args.socket is not None and os.path.exists(args.socket):
-        raise UsageError(f"{args.socket} already exists; remove it or choose another path")
+    if args.socket is not None:
+        claim_socket_path(args.socket)
+    caught = []
 
     async def serve(vm, monitor):
         server = await QmpServer(vm, monitor).start(args.socket, args.tcp)
+        loop = asyncio.get_running_loop()
+        for signo in SIGNALS:
+            loop.add_signal_handler(signo, lambda s=signo: (caught.append(s), server.request_quit("host-signal")))
         where = [f"unix:{args.socket}"] if args.socket else []
         if args.tcp:
             where.append(f"tcp:{args.tcp[0]}:{server.tcp_port()}")
         print(f"QMP listening on {', '.join(where)}", flush=True)
         await server.serve_until_quit()
 
+    previous = {signo: signal.getsignal(signo) for signo in SIGNALS}
     try:
         with measurement_vm(args, args.dirty_ring_size) as (vm, monitor):
-            asyncio.run(serve(vm, monitor))
+            try:
+                asyncio.run(serve(vm, monitor))
+            finally:
+                for signo, handler in previous.items():  # asyncio leaves SIG_DFL behind
+                    signal.signal(signo, handler)
+            if caught:
+                raise Signalled(caught[0])
     except OSError as e:
         raise HarnessError(f"cannot serve QMP: {e.strerror or e}") from None
     finally:

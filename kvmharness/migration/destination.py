@@ -13,8 +13,10 @@ import numpy as np
 
 from ..errors import HarnessError
 from ..microvm.machine import MicroVm
-from .stream import (ABORT, CONTROL, END, HASHES, PAGES, VCPU, StreamError, StreamReader, boot_id, decode_meta,
-                     send_reply)
+from .stream import (ABORT, CONTROL, END, HASHES, PAGES, RECORD_NAMES, VCPU, StreamError, StreamReader, boot_id,
+                     decode_meta, read_reply, send_line, send_reply)
+
+GO_TIMEOUT = 30.0  # after "ready"; the source answers at once, or never
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ def migrate_in(sock):
         verified = None
         while True:
             rtype, payload = reader.record(vm.slot_pages, vm.control.size, len(vm.vcpus))
+            if verified is not None and rtype not in (END, ABORT):
+                # RAM was verified: nothing may change it after that point
+                raise StreamError(f"{RECORD_NAMES[rtype]} record after the page hashes")
             if rtype == PAGES:
                 pages[payload["index"]] = payload["data"]
                 received += len(payload)
@@ -54,7 +59,10 @@ def migrate_in(sock):
                 control_seen = True
             elif rtype == VCPU:
                 vcpu_id, tsc, regs, sregs = payload
-                vm.restore_vcpu(vcpu_id, tsc, regs, sregs)
+                try:
+                    vm.restore_vcpu(vcpu_id, tsc, regs, sregs)
+                except HarnessError as e:  # KVM refused the registers: a bad record
+                    raise StreamError(f"vCPU {vcpu_id}'s state is not loadable: {e}") from None
                 restored.add(vcpu_id)
             elif rtype == HASHES:
                 t_hash = time.perf_counter()
@@ -72,16 +80,24 @@ def migrate_in(sock):
                 break
         counters = tuple(vm.counters())  # as the source left them: the guest resumes from here
         schedules = tuple(vm.schedules())
+        send_line(sock, {"status": "ready", "verified": True, "pages-received": received,
+                         "hash-ms": round(hash_ms, 3)})
+        try:
+            go = read_reply(sock, GO_TIMEOUT)
+        except HarnessError as e:
+            raise StreamError(f"no go from the source after ready ({e}): the guest stays there") from None
+        if go != {"go": True}:
+            raise StreamError("the source did not say go: the guest stays there")
         vm.start()
         resumed_at = time.monotonic()
         send_reply(sock, {"status": "resumed", "verified": True, "pages-received": received,
-                      "resume-counters": list(counters), "hash-ms": round(hash_ms, 3),
-                      "boot-id": boot_id(), "resumed-at": resumed_at})
+                          "resume-counters": list(counters), "hash-ms": round(hash_ms, 3),
+                          "boot-id": boot_id(), "resumed-at": resumed_at})
         return Arrival(vm, True, received, resumed_at, counters, schedules)
-    except (StreamError, OSError) as e:
+    except (HarnessError, OSError) as e:  # every refusal is sent to the peer
         if vm is not None:
             vm.close()
-        message = str(e) if isinstance(e, StreamError) else f"connection failed: {e}"
+        message = str(e) if isinstance(e, HarnessError) else f"connection failed: {e}"
         send_reply(sock, {"status": "refused", "verified": False, "error": message})
         raise StreamError(message) from None
     except BaseException:

@@ -18,11 +18,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..dirtyrate.trackers.bitmap import DirtyBitmapTracker
+from ..errors import HarnessError
 from ..kvm import uapi
 from .model import PAGE_WIRE_BYTES, Iteration
-from .stream import StreamWriter, boot_id, encode_meta, read_reply
+from .stream import StreamWriter, boot_id, encode_meta, read_reply, send_line
 
-SWITCH_TIMEOUT = 120.0
+# How long the source waits for the destination's "ready" once it has
+# stopped its guest, before it gives up and resumes it: the final pages, the
+# destination's hashing of every page and a margin, from the downtime limit
+# and the RAM size, not a fixed two minutes.
+SWITCH_MIN_SECONDS = 5.0
+SWITCH_DOWNTIMES = 10
+HASH_FLOOR_BYTES_PER_SECOND = 256 << 20  # slower hashing than any host we met
+
+
+def switch_timeout(downtime, mem):
+    return SWITCH_MIN_SECONDS + SWITCH_DOWNTIMES * downtime + mem / HASH_FLOOR_BYTES_PER_SECOND
 
 
 @dataclass(frozen=True)
@@ -85,12 +96,12 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None):
                 return MigrationReport(False, False, tuple(iterations), 0,
                                        time.perf_counter() - t_start, 0.0, "none", 0.0, tuple(vm.counters()),
                                        {"status": "aborted"}, reason)
-        return _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start)
+        return _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start, downtime)
     finally:
         log.close()
 
 
-def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start):
+def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start, downtime):
     states = {}
 
     def capture(vcpu):
@@ -103,7 +114,8 @@ def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start):
         states[vcpu.id] = (tsc, vcpu.get_regs(), vcpu.get_sregs())
 
     t_pause, t_pause_monotonic = time.perf_counter(), time.monotonic()
-    with vm.vcpus_stopped(timeout=SWITCH_TIMEOUT, on_stop=capture):
+    bound = switch_timeout(downtime, vm.config.mem)
+    with vm.vcpus_stopped(timeout=2 * bound, on_stop=capture):
         counters = tuple(vm.counters())
         log.sync()
         final = np.union1d(pending, log.dirty_pages())
@@ -116,10 +128,17 @@ def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start):
         hash_seconds = time.perf_counter() - t_hash
         writer.hashes(hashes)
         writer.end()
-        reply = read_reply(sock, SWITCH_TIMEOUT)
-        resumed = reply.get("status") == "resumed"
+        # no "ready" within the bound: read_reply raises, the block ends and
+        # the guest resumes here (the destination, without go, discards its copy)
+        reply = read_reply(sock, bound)
+        resumed = reply.get("status") == "ready"
         if resumed:
-            vm.retire_vcpus()  # the guest lives on at the destination
+            vm.retire_vcpus()  # from here on the guest lives at the destination
+            send_line(sock, {"go": True})
+            try:
+                reply = reply | read_reply(sock, bound)
+            except (OSError, HarnessError) as e:
+                reply = reply | {"status": "resumed-unconfirmed", "error": str(e)}
         downtime, basis = time.perf_counter() - t_pause, "round-trip"
         if resumed and reply.get("boot-id") is not None and reply.get("boot-id") == boot_id():
             downtime, basis = reply["resumed-at"] - t_pause_monotonic, "same-host-clock"

@@ -8,11 +8,22 @@
       HASHES   n x u64: XXH64 (seed 1) of every data page, n == data pages
       END      n == 0: switch over
       ABORT    n bytes of UTF-8: the source gives up
-    reply    after END (or on refusing the stream at any point), the
-             destination answers with one line of JSON: {"status": "resumed",
-             "verified", "pages-received", "resume-counters", "hash-ms",
-             "boot-id", "resumed-at"} or {"status": "refused", "verified":
-             false, "error"}; the source retires its guest only on "resumed".
+    switch-over, after END, in lines of JSON (a two-phase commit):
+      destination -> {"status": "ready", "verified": true, "pages-received",
+                     "hash-ms"}: RAM verified and the vCPUs loaded, not run;
+                     or at any point {"status": "refused", "verified": false,
+                     "error"}
+      source      -> {"go": true}, once it has retired its own vCPUs
+      destination -> {"status": "resumed", "resume-counters", "boot-id",
+                     "resumed-at"}, once the guest runs there
+
+So at most one copy of the guest ever runs: the source's until it sends go
+(a source that hears no "ready" within its switch-over bound resumes its own
+guest; the destination, which never got go, discards its copy), the
+destination's after it receives go.  A go that is lost on the way loses the
+guest (its state is still in the source process): no protocol over one
+connection can rule that out, and it is the failure we choose over two
+running copies.
 
 The meta (JSON) describes the VM: mem, vcpus, seed, page-size, control-size,
 and each vCPU's writer log as [counter, seed, first page, pages, pattern]
@@ -114,15 +125,21 @@ def decode_meta(meta):
     return VmConfig(mem=mem, vcpus=vcpus, seed=seed, warm=False, prefault=False), control_size, logs
 
 
+def send_line(sock, obj):
+    """One line of JSON of the switch-over."""
+    sock.sendall(json.dumps(obj).encode() + b"\n")
+
+
 def send_reply(sock, obj):
-    """The destination's one-line answer; a peer that has gone is no error."""
+    """The destination's answer; a peer that has gone is no error."""
     try:
-        sock.sendall(json.dumps(obj).encode() + b"\n")
+        send_line(sock, obj)
     except OSError:
         pass
 
 
 def read_reply(sock, timeout):
+    """One line of JSON of the switch-over, within `timeout` seconds."""
     sock.settimeout(timeout)
     buf = b""
     while not buf.endswith(b"\n"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .. import __version__
 from ..microvm import guest
 from ..dirtyrate import modes
-from ..dirtyrate.monitor import TIME_UNITS
+from ..dirtyrate.monitor import TIME_UNITS, DirtyRateStatus
 from ..errors import QmpError
 from .hmp import human_monitor_command
 from .qapi import dirty_rate_info, migration_info
@@ -34,7 +34,22 @@ def version():
     return {"qemu": dict(QEMU_VERSION), "package": f"kvmharness-{__version__}"}
 
 
+def _migrating(ctx):
+    return ctx.migration.status in ("setup", "active")
+
+
+def _exact_measurement_running(ctx):
+    state = ctx.monitor.state()
+    return state.status is DirtyRateStatus.MEASURING and modes.BY_NAME[state.request.mode].exact
+
+
 def _calc_dirty_rate(ctx, a):
+    # Migration and the exact modes both consume the VM's one dirty log (each
+    # sync clears what the other needs): one at a time.  page-sampling reads
+    # memory only and may run beside a migration.
+    if _migrating(ctx) and modes.BY_NAME[a.get("mode", modes.DEFAULT)].exact:
+        raise QmpError(f"mode {a['mode']} cannot measure while a migration is in progress; "
+                       "use page-sampling or wait for the migration to end")
     ctx.monitor.calc_dirty_rate(a["calc-time"], a.get("calc-time-unit", "second"),
                                 a.get("sample-pages"), a.get("mode", modes.DEFAULT))
     return {}
@@ -65,6 +80,8 @@ def _query_writer(ctx, a):
 
 
 def _migrate(ctx, a):
+    if _exact_measurement_running(ctx):
+        raise QmpError("a dirty-bitmap or dirty-ring measurement is running; migrate when it has ended")
     ctx.migration.start(a["uri"])
     return {}
 

@@ -15,7 +15,8 @@ from ..dirtyrate import modes
 from ..errors import DirtyRateError
 from .qapi import dirty_rate_info
 
-_TIME = re.compile(r"^(\d+)(ms|s)?$")
+_TIME = re.compile(r"^([0-9]{1,9})(ms|s)?$", re.ASCII)  # ASCII digits, and a number int() takes
+_COUNT = re.compile(r"^[0-9]{1,9}$", re.ASCII)
 HMP_FLAGS = tuple(m.hmp_flag for m in modes.MODES if m.hmp_flag)
 
 
@@ -36,7 +37,7 @@ def _calc_dirty_rate(monitor, words):
     unit = "millisecond" if m.group(2) == "ms" else "second"
     sample_pages = None
     if len(rest) == 2:
-        if not rest[1].isdigit():
+        if not _COUNT.match(rest[1]):
             return f"Error: invalid sample pages '{rest[1]}'\n"
         sample_pages = int(rest[1])
     try:

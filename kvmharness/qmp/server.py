@@ -21,6 +21,36 @@ from ..errors import HarnessError, QmpError
 from .schema import check_arguments
 
 READ_CHUNK = 65536
+MAX_CLIENTS = 64  # more are told so and dropped
+MAX_OUTPUT = 1 << 20  # replies and events queued for a client that does not read: then it is dropped
+
+
+def _no_duplicates(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key '{key[:64]}'")  # QEMU's parser refuses them too
+        obj[key] = value
+    return obj
+
+
+def _finite(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:32]} out of range")
+    return value
+
+
+def _not_a_number(name):
+    raise ValueError(f"invalid token '{name}'")  # NaN, Infinity: not JSON, and we could not echo them
+
+
+def parse_json(frame):
+    """JSON as QEMU's parser takes it: no NaN or Infinity, no number that
+    overflows a double, no duplicate keys (so every id can be echoed back as
+    valid JSON)."""
+    return json.loads(frame, object_pairs_hook=_no_duplicates, parse_float=_finite,
+                      parse_constant=_not_a_number)
 
 
 def _timestamp():
@@ -45,8 +75,12 @@ class Session:
         self.splitter = JsonSplitter()
 
     def send(self, obj):
-        if not self.writer.is_closing():
-            self.writer.write(json.dumps(obj).encode() + b"\r\n")
+        if self.writer.is_closing():
+            return
+        self.writer.write(json.dumps(obj).encode() + b"\r\n")
+        transport = getattr(self.writer, "transport", None)
+        if transport is not None and transport.get_write_buffer_size() > MAX_OUTPUT:
+            transport.abort()  # it does not read what we send: drop it, do not buffer without end
 
     async def handle(self, frame):
         """One framed text (or framing error) in, one reply out."""
@@ -56,9 +90,11 @@ class Session:
         reply_id, has_id = None, False
         try:
             try:
-                msg = json.loads(frame)
+                msg = parse_json(frame)
             except (UnicodeDecodeError, ValueError) as e:
                 raise QmpError(f"JSON parse error, {e}") from None
+            except RecursionError:  # deeper than Python's parser goes, within the framing's limit
+                raise QmpError("JSON parse error, nesting too deep") from None
             if not isinstance(msg, dict):
                 raise QmpError("QMP input must be a JSON object")
             has_id, reply_id = "id" in msg, msg.get("id")
@@ -121,6 +157,7 @@ class QmpServer:
         self._servers = []
         self._loop = None
         self._quit = None
+        self._handlers = set()  # the tasks serving connected clients
         monitor.listeners.append(self._measured)
         self.context.migration.listeners.append(self._migration_status)
 
@@ -149,15 +186,23 @@ class QmpServer:
         await self._quit.wait()
         await self.close()
 
-    def request_quit(self):
-        self.broadcast("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
-        self._quit.set()
+    def request_quit(self, reason="host-qmp-quit"):
+        """Stop serving; `reason` is QEMU's ShutdownCause (host-signal for a signal)."""
+        if not self._quit.is_set():
+            self.broadcast("SHUTDOWN", {"guest": False, "reason": reason})
+            self._quit.set()
 
     async def close(self):
+        """Stop listening, drop every client, and wait for their handlers:
+        nothing is left running when the event loop ends."""
         for server in self._servers:
             server.close()
         for session in list(self.sessions):
             session.writer.close()
+        handlers = [t for t in self._handlers if t is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
         self._servers = []
@@ -183,8 +228,14 @@ class QmpServer:
         self.broadcast_threadsafe("MIGRATION", {"status": status})
 
     async def _serve(self, reader, writer):
+        if len(self.sessions) >= MAX_CLIENTS:
+            writer.write(json.dumps({"error": {"class": "GenericError", "desc":
+                                               f"too many QMP clients (at most {MAX_CLIENTS})"}}).encode() + b"\r\n")
+            writer.close()
+            return
         session = Session(self, writer)
         self.sessions.add(session)
+        self._handlers.add(asyncio.current_task())
         try:
             session.send({"QMP": {"version": version(), "capabilities": []}})
             while True:
@@ -199,8 +250,9 @@ class QmpServer:
                 await writer.drain()
                 if not keep:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # a client that went, or the server closing: nothing to report
         finally:
             self.sessions.discard(session)
+            self._handlers.discard(asyncio.current_task())
             writer.close()
