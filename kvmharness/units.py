@@ -41,8 +41,8 @@ def _split(text, units, what, examples):
 
 def _shown(text):
     """The user's text in a message: quoted, and cut if it is long."""
-    text = str(text)
-    return repr(text if len(text) <= 40 else text[:37] + "...")
+    shown = repr(str(text))
+    return shown if len(shown) <= 42 else shown[:38] + "...'"
 
 
 def _bounded(text, value, high, what, unit):
