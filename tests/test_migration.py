@@ -16,8 +16,8 @@ from kvmharness.pytest_plugin import KVMHARNESS, running_vm
 from kvmharness.microvm import guest, replay
 from kvmharness.microvm.machine import MicroVm, VmConfig
 from kvmharness.migration.destination import migrate_in
-from kvmharness.migration.source import migrate_out
-from kvmharness.migration.stream import HEADER, MAGIC, PAGES, RECORD, StreamError
+from kvmharness.migration.source import migrate_out, switch_timeout
+from kvmharness.migration.stream import END, HEADER, MAGIC, PAGES, RECORD, VCPU, VCPU_BYTES, StreamError
 from kvmharness.migration.testbed import veth_testbed
 
 pytestmark = [pytest.mark.kvm]
@@ -228,10 +228,10 @@ def _send_to_destination(payload):
     return errors[0], json.loads(reply)
 
 
-def _header(meta=None, magic=MAGIC, version=1):
+def _header(meta=None, magic=MAGIC, version=1, raw=None):
     meta = meta if meta is not None else {"mem": 64 * MiB, "vcpus": 1, "seed": 1, "page-size": 4096,
                                           "control-size": 2 * MiB, "logs": [[[0, 1, 0, 16384, "random"]]]}
-    body = json.dumps(meta).encode()
+    body = raw if raw is not None else json.dumps(meta).encode()
     return HEADER.pack(magic, version, 0, len(body)) + body
 
 
@@ -279,3 +279,94 @@ def test_predict_rejects_bad_input(cli):
                                           "--bandwidth", "1Gbit/s").stderr
     result = cli("predict", "--mem", "64MiB", "--downtime", "300ms", "--bandwidth", "fast")
     assert result.returncode == 2 and "invalid bandwidth 'fast'" in result.stderr
+
+
+# ---- issue 11: the destination trusts nothing, the source waits a bounded time ----
+class _InjectBeforeEnd:
+    """A relay between source and destination: follows the record framing and
+    inserts `extra` just before the END record.  It forwards everything at
+    once but for a record header it has not seen whole (a few bytes)."""
+
+    SIZES = {1: lambda n: n * (8 + 4096), 2: lambda n: n, 3: lambda n: n, 4: lambda n: n * 8, 6: lambda n: n}
+
+    def __init__(self, extra):
+        self.extra, self.buf, self.pos, self.done = extra, b"", None, False
+
+    def __call__(self, offset, data):
+        if self.done:
+            return data
+        self.buf += data  # only what is not forwarded yet: a partial header at most
+        if self.pos is None:
+            if len(self.buf) < HEADER.size:
+                return b""
+            self.pos = HEADER.size + HEADER.unpack_from(self.buf)[3]
+        while len(self.buf) >= self.pos + RECORD.size:
+            rtype, n = RECORD.unpack_from(self.buf, self.pos)
+            if rtype == END:
+                self.done = True
+                return self.buf[:self.pos] + self.extra + self.buf[self.pos:]
+            self.pos += RECORD.size + self.SIZES[rtype](n)
+        cut = min(len(self.buf), self.pos)
+        out, self.buf, self.pos = self.buf[:cut], self.buf[cut:], self.pos - cut
+        return out
+
+
+def test_no_page_is_taken_after_the_hashes(source_vm):
+    rogue = RECORD.pack(PAGES, 1) + struct.pack("<Q", 0) + b"\xaa" * 4096
+    out = _in_process(source_vm, _InjectBeforeEnd(rogue))
+    assert "PAGES record after the page hashes" in out["error"]
+    assert not out["report"].converged  # refused, so the guest stayed
+    _keeps_running(source_vm)
+
+
+GOOD_META = {"mem": 64 * MiB, "vcpus": 1, "seed": 1, "page-size": 4096, "control-size": 2 * MiB,
+             "logs": [[[0, 1, 0, 16384, "random"]]]}
+
+
+@pytest.mark.parametrize("meta,message", [
+    (b'{"mem": Infinity, "vcpus": 1, "seed": 1, "page-size": 4096, "control-size": 0, "logs": []}',
+     "'mem' must be a whole number"),
+    (GOOD_META | {"vcpus": 1e400}, "'vcpus' must be a whole number"),
+    (GOOD_META | {"seed": True}, "'seed' must be a whole number"),
+    (GOOD_META | {"logs": [[[0, 1, 0, 10**30, "random"]]]}, "writer log segment out of range"),
+    (GOOD_META | {"logs": [[[0, 1, 0, 1, "zigzag"]]]}, "a writer log segment is"),
+])
+def test_hostile_metadata_is_refused_and_the_peer_told(meta, message):
+    error, reply = _send_to_destination(_header(raw=meta) if isinstance(meta, bytes) else _header(meta))
+    assert message in error
+    assert reply == {"status": "refused", "verified": False, "error": error}
+
+
+def test_registers_kvm_refuses_are_a_refusal_sent_to_the_peer():
+    error, reply = _send_to_destination(_header(GOOD_META) + RECORD.pack(VCPU, VCPU_BYTES) + struct.pack("<IIQ", 0, 0, 0)
+                         + b"\xff" * (VCPU_BYTES - 16))
+    assert "vCPU 0's state is not loadable" in error
+    assert reply["status"] == "refused" and reply["error"] == error
+
+
+def test_a_silent_destination_is_given_up_within_the_bound_and_the_guest_resumes():
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def swallow():  # reads everything, never answers
+        conn, _ = listener.accept()
+        held.append(conn)
+        while conn.recv(1 << 20):
+            pass
+
+    threading.Thread(target=swallow, daemon=True).start()
+    with running_vm(mem=64 * MiB, seed=63) as vm:
+        vm.run_writer(20_000)
+        bound = switch_timeout(0.05, vm.config.mem)
+        with socket.create_connection(listener.getsockname()) as sock:
+            t0 = time.monotonic()
+            with pytest.raises(OSError):
+                migrate_out(vm, sock, 0.05, 5)
+            took = time.monotonic() - t0
+        c0 = vm.counter_total()
+        time.sleep(0.2)
+        assert vm.counter_total() > c0  # the guest runs on here
+    listener.close()
+    for conn in held:
+        conn.close()
+    assert bound < 10 and took < bound + 5

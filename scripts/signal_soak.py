@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Signal soak: start a command, send it SIGINT, SIGTERM or SIGHUP after a
+random delay, and check how it ended, many times over.
+
+Commands: run, calc-dirty-rate in each mode, qmp under load (three clients
+pipelining query-status), predict, and both ends of a migration over
+loopback (the signal goes to one end).  A run passes if the signalled
+command exited 0 (it finished first) or 128 + the signal, printed no
+traceback, crashed nothing (no negative status) and left no socket behind;
+the other end of a migration must exit 0 or 1 with a one-line error.
+
+Usage: scripts/signal_soak.py [--runs 100] [--seed 1] [--min 0.1] [--max 3]
+"""
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+
+KVMHARNESS = os.path.join(os.path.dirname(sys.executable), "kvmharness")
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+VM = ["--mem", "256MiB", "--wps", "1M"]
+
+
+def _spawn(args):
+    return subprocess.Popen([KVMHARNESS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _load(path, stop):
+    while not stop.is_set() and not os.path.exists(path):
+        time.sleep(0.01)
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(path)
+            s.settimeout(0.5)
+            s.sendall(b'{"execute": "qmp_capabilities"}')
+            while not stop.is_set():
+                s.sendall(b'{"execute": "query-status"}' * 50)
+                s.recv(1 << 16)
+    except OSError:
+        pass
+
+
+SCENARIOS = {
+    "run": lambda tmp, port: [["run", *VM, "--duration", "3s"]],
+    "calc page-sampling": lambda tmp, port: [["calc-dirty-rate", *VM, "--calc-time", "300", "--calc-time-unit",
+                                              "millisecond", "--mode", "page-sampling"]],
+    "calc dirty-bitmap": lambda tmp, port: [["calc-dirty-rate", *VM, "--calc-time", "300", "--calc-time-unit",
+                                             "millisecond", "--mode", "dirty-bitmap"]],
+    "calc dirty-ring": lambda tmp, port: [["calc-dirty-rate", *VM, "--calc-time", "300", "--calc-time-unit",
+                                           "millisecond", "--mode", "dirty-ring"]],
+    "qmp under load": lambda tmp, port: [["qmp", "--socket", os.path.join(tmp, "q.sock"), *VM]],
+    "predict": lambda tmp, port: [["predict", "--mem", "128MiB", "--wps", "20k", "--downtime", "300ms",
+                                   "--bandwidth", "1Gbit/s"]],
+    "migrate": lambda tmp, port: [["migrate-listen", "--port", str(port), "--run-after", "1s"],
+                                  ["migrate", "--to", f"127.0.0.1:{port}", *VM[:2], "--wps", "20k"]],
+}
+
+
+def one(i, rng, args, tmp):
+    name = rng.choice(sorted(SCENARIOS))
+    signo = rng.choice(SIGNALS)
+    delay = rng.uniform(args.min, args.max)
+    port = 20000 + i % 20000
+    commands = SCENARIOS[name](tmp, port)
+    procs = []
+    stop = threading.Event()
+    loader = None
+    try:
+        for k, command in enumerate(commands):
+            procs.append(_spawn(command))
+            if k + 1 < len(commands):
+                time.sleep(0.5)  # the listener binds
+        if name == "qmp under load":
+            loader = threading.Thread(target=_load, args=(os.path.join(tmp, "q.sock"), stop))
+            loader.start()
+        target = procs[rng.randrange(len(procs))]
+        time.sleep(delay)
+        target.send_signal(signo)
+        results = [(p, *p.communicate(timeout=120)) for p in procs]
+    finally:
+        stop.set()
+        if loader:
+            loader.join(5)
+        for p in procs:
+            p.kill()
+    problems = []
+    for p, _, err in results:
+        ok = {0, 128 + signo} if p is target else {0, 1}
+        if p.returncode < 0:
+            problems.append(f"crashed with signal {-p.returncode}")
+        elif p.returncode not in ok:
+            problems.append(f"exit {p.returncode}")
+        if "Traceback" in err:
+            problems.append("traceback")
+    leftovers = os.listdir(tmp)
+    if leftovers:
+        problems.append(f"left behind: {leftovers}")
+        for f in leftovers:
+            os.unlink(os.path.join(tmp, f))
+    return name, signal.Signals(signo).name, delay, [p.returncode for p, *_ in results], problems
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--min", type=float, default=0.1)
+    ap.add_argument("--max", type=float, default=3.0)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    tmp = tempfile.mkdtemp(prefix="kvmh-soak-")
+    failures, statuses = [], Counter()
+    try:
+        for i in range(args.runs):
+            name, sig, delay, codes, problems = one(i, rng, args, tmp)
+            statuses[(name, sig, tuple(codes))] += 1
+            if problems:
+                failures.append((i, name, sig, delay, codes, problems))
+                print(f"run {i}: {name}, {sig} after {delay:.2f} s: exit {codes}: {'; '.join(problems)}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{args.runs} runs, {len(failures)} with problems (crashes, tracebacks, stale sockets, other exits)")
+    for (name, sig, codes), n in sorted(statuses.items()):
+        print(f"  {n:3d} x {name:<20} {sig:<8} exit {list(codes)}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
