@@ -1,5 +1,7 @@
 """MicroVm: a VM with a control slot, a data slot and N vCPUs running the
-guest writer, ready to be measured.
+guest writer, ready to be measured.  It owns the resources (fds, mappings,
+vCPU threads) and their teardown; the writer's control protocol and ground
+truth are microvm/writer.py's (`vm.writer`).
 
 Guest physical map (guest/layout.h):
     0x0000_0000  control slot (memslot 0): page tables, guest code, one

@@ -8,7 +8,8 @@ the window so the ring never stays full; before the final harvest every vCPU
 is kicked out of the guest, which flushes Intel's PML buffer.  Both edges
 (harvest + reset at the start, the final harvest at the end) run with every
 vCPU held outside the guest for their duration (well under a millisecond),
-so they are exact; a paced writer catches up afterwards.
+so they are exact; a paced writer catches up at most 0.25 ms of its
+schedule afterwards (microvm/writer.py).
 """
 
 from ...microvm.dirty_ring import RingSink
