@@ -178,9 +178,14 @@ EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # SIGINT is Python's KeyboardInt
 
 
 def main(argv=None):
+    """The process's entry point: it owns the signal dispositions.  Once the
+    command has finished, a late signal is ignored rather than allowed to
+    turn a finished run into one killed on its way out (the soak script
+    caught SIGHUP landing between the end of a run and the exit)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = {signo: signal.signal(signo, _raise_signalled) for signo in EXIT_SIGNALS}
+    for signo in EXIT_SIGNALS:
+        signal.signal(signo, _raise_signalled)
     try:
         return args.handler(args)
     except UsageError as e:
@@ -195,8 +200,8 @@ def main(argv=None):
         print(f"kvmharness: {signal.Signals(e.signo).name}, the VM torn down", file=sys.stderr)
         return 128 + e.signo
     finally:
-        for signo, handler in previous.items():
-            signal.signal(signo, handler)
+        for signo in (*EXIT_SIGNALS, signal.SIGINT):
+            signal.signal(signo, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
