@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from kvmharness.pytest_plugin import KVMHARNESS
+from kvmharness.pytest_plugin import KVMHARNESS, running_vm
 from kvmharness.errors import GuestError
 from kvmharness.kvm import exits
 from kvmharness.microvm.machine import MicroVm, VmConfig
@@ -84,3 +84,18 @@ def test_signal_during_run_tears_down(signo, status):
         proc.kill()
     assert proc.returncode == status, err
     assert "Traceback" not in err
+
+
+@pytest.mark.kvm
+def test_stopped_vcpus_stay_out_until_the_block_ends():
+    """vcpus_stopped's timeout bounds how long the vCPUs take to come out,
+    not how long they stay out: a migration's final copy or a ring edge
+    relies on the guest not running for the whole block, however long."""
+    with running_vm(mem=64 * MiB, seed=71) as vm:
+        vm.run_writer(1_000_000)
+        with vm.vcpus_stopped(timeout=0.2):
+            frozen = vm.counters()
+            time.sleep(0.6)
+            assert vm.counters() == frozen
+        time.sleep(0.05)
+        assert vm.counter_total() > sum(frozen)

@@ -258,8 +258,12 @@ class MicroVm:
     def vcpus_stopped(self, timeout=5.0, on_stop=None):
         """Hold every vCPU outside the guest (in its own thread, out of
         KVM_RUN) for the duration of the block; `on_stop(vcpu)` runs first,
-        on the vCPU's thread.  `timeout` bounds both the wait for the vCPUs
-        to come out and how long they stay out."""
+        on the vCPU's thread.  `timeout` bounds the wait for the vCPUs to
+        come out.  They stay out until the block ends, however long that
+        takes: a vCPU that went back in on a timer while the block still
+        relied on it being out (an exact ring edge, a migration's final
+        copy and hashes) would make the block's results wrong without a
+        word.  The block's end always releases them (finally)."""
         release = threading.Event()
         all_out = threading.Event()
         arrived = []
@@ -271,7 +275,7 @@ class MicroVm:
             arrived.append(vcpu.id)
             if len(arrived) == len(targets):
                 all_out.set()
-            release.wait(timeout)
+            release.wait()
 
         # Block, not poll, while waiting: a polling thread keeps taking the GIL
         # back, and the vCPU threads need it to come out.

@@ -115,7 +115,10 @@ def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start, dow
 
     t_pause, t_pause_monotonic = time.perf_counter(), time.monotonic()
     bound = switch_timeout(downtime, vm.config.mem)
-    with vm.vcpus_stopped(timeout=2 * bound, on_stop=capture):
+    # A destination that stops reading must not hold the guest stopped
+    # either: every send of the switch-over gets the same bound.
+    sock.settimeout(bound)
+    with vm.vcpus_stopped(timeout=bound, on_stop=capture):
         counters = tuple(vm.counters())
         log.sync()
         final = np.union1d(pending, log.dirty_pages())
