@@ -3,7 +3,8 @@ of whatever the handler in kvmharness/commands/ does with them.
 
 Every user mistake and every fault ends in one line on stderr and a non-zero
 exit: 2 for bad arguments (argparse's convention), 1 for errors met while
-running, 130 / 143 after SIGINT / SIGTERM (the VM torn down first).
+running, 130 / 143 / 129 after SIGINT / SIGTERM / SIGHUP (the VM torn down
+first).
 """
 
 import argparse
@@ -47,11 +48,12 @@ def parse_sizes(text):
     return tuple(units.parse_size(t) for t in text.split(","))
 
 
-def _seed(text):
-    if not isinstance(text, str) or not text.strip().isascii():
-        raise UsageError(f"invalid seed {text!r}: use a whole number")
+def parse_seed(text):
+    """Decimal or 0x..., ASCII digits, no digit separators: 0 .. 2^64 - 1."""
+    if not text.strip().isascii() or "_" in text:
+        raise UsageError(f"invalid seed {text[:40]!r}: use a whole number")
     try:
-        value = int(text.replace("_", " "), 0)  # decimal or 0x...; no digit separators
+        value = int(text, 0)
     except ValueError:
         raise UsageError(f"invalid seed {text[:40]!r}: use a whole number") from None
     if not 0 <= value < 1 << 64:
@@ -62,7 +64,7 @@ def _seed(text):
 _positive_int = _arg(units.parse_count)
 _port = _arg(units.parse_port)
 _tcp_address = _arg(units.parse_tcp_address)
-_seed = _arg(_seed)
+_seed = _arg(parse_seed)
 
 
 def add_vm_arguments(p, wps_default="3M"):
