@@ -61,7 +61,9 @@ def test_json_has_every_raw_run_and_the_probe(quick):
     for (mode, ms), c in cells.items():
         assert c["runs"] == 3
         if mode == "page-sampling" and ms >= 100:
-            assert abs(c["ratio-to-theory"] - 1) <= 0.10, c
+            # against what the guest's writes dirty (a host that stalls the
+            # writer lowers the theory's nominal rate, not the estimate's truth)
+            assert abs(c["ratio-to-expected"] - 1) <= 0.10, c
         if mode != "page-sampling":
             assert abs(c["ratio-to-expected"] - 1) <= (0.01 if ms >= 200 else 0.02), c
 
