@@ -37,7 +37,7 @@ def test_run_json_has_total_and_per_vcpu_rates(cli):
         # own work; what a stall takes from the writer's schedule is given up,
         # not caught up, and reported.  The rest of the schedule is exact.
         owed = 500_000 * (out["seconds"] - v["schedule-dropped-seconds"])
-        assert abs(v["writes"] / owed - 1) < 0.005
+        assert abs(v["writes"] / owed - 1) < 0.02  # see test_writer.PACING_TOLERANCE
         assert v["writes"] <= 500_000 * (out["seconds"] + CATCH_UP_SECONDS) + 1
     assert out["writes-per-second"] == pytest.approx(sum(v["writes-per-second"] for v in out["vcpu"]), rel=1e-3)
     assert out["warmup-seconds"] > 0
