@@ -169,3 +169,22 @@ def test_migrate_listen_defaults_to_loopback():
 
     args = build_parser().parse_args(["migrate-listen", "--port", "1"])
     assert args.host == "127.0.0.1"
+
+
+@pytest.mark.kvm
+def test_closing_the_vm_mid_migration_joins_the_migration_first():
+    """A QMP migration's thread reads guest memory too: closing the VM breaks
+    it off (socket shut down) and joins it before anything is unmapped."""
+    from kvmharness.migration.job import MigrationJob
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never reads: the source blocks sending
+    try:
+        with running_vm(mem=256 * MiB, seed=64) as vm:
+            vm.run_writer(20_000)
+            job = MigrationJob(vm)
+            job.start(f"tcp:127.0.0.1:{listener.getsockname()[1]}")
+            time.sleep(0.5)
+            assert job.status == "active"
+        assert not job._thread.is_alive() and job.status == "failed"
+    finally:
+        listener.close()

@@ -31,6 +31,24 @@ class MigrationJob:
         self.started = None
         self.listeners = []
         self._lock = threading.Lock()
+        self._thread = None
+        self._sock = None
+        vm.add_teardown(self.close)
+
+    def close(self, timeout=30.0):
+        """Break off a running migration and wait for its thread: it reads
+        guest memory, which the VM unmaps next.  Shutting the socket down
+        makes the thread's next send or receive fail; the guest stays here."""
+        sock, thread = self._sock, self._thread
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                raise HarnessError("the migration thread did not stop")
 
     def _set_status(self, status):
         self.status = status
@@ -46,12 +64,14 @@ class MigrationJob:
                 raise HarnessError("The guest has already migrated away")
             self.report, self.error, self.started = None, None, time.monotonic()
             self._set_status("setup")
-        threading.Thread(target=self._run, args=(address,), name="migrate", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, args=(address,), name="migrate", daemon=True)
+        self._thread.start()
 
     def _run(self, address):
         p = self.parameters
         try:
             with socket.create_connection(address, timeout=30) as sock:
+                self._sock = sock
                 sock.settimeout(None)
                 self._set_status("active")
                 report = migrate_out(self.vm, sock, p["downtime-limit"] / 1000, p["x-max-iterations"],
