@@ -7,7 +7,7 @@ for anyone's tests of KVM dirty tracking.
   prove it;
 * `running_vm(**VmConfig fields)`: a MicroVm, started and warmed up;
 * `cli` fixture / `run_cli(*args)`: the installed `kvmharness` command, run
-  as a user would;
+  as a user would; `default_sigint` to start one a test will signal;
 * `replayed(vm, edges)`: what an exact tracker must have counted in a
   window, from replay of the guest's writes between the window's edges;
 * `assert_paced(edges, wps, seconds)`: the writer kept writing and never
@@ -16,6 +16,7 @@ for anyone's tests of KVM dirty tracking.
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -81,6 +82,14 @@ def running_vm(**config):
         vm.start()
         vm.wait_ready()
         yield vm
+
+
+def default_sigint():
+    """preexec_fn for a command a test signals: SIGINT at its default, as a
+    shell starts a foreground command.  A suite started in the background
+    (`cmd &`, nohup, some CI agents) inherits SIGINT ignored, and an ignored
+    SIGINT stays ignored, as it should."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args, timeout=120, env=None, **kw):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from kvmharness.pytest_plugin import KVMHARNESS, running_vm
+from kvmharness.pytest_plugin import KVMHARNESS, default_sigint, running_vm
 from kvmharness.errors import GuestError
 from kvmharness.kvm import exits
 from kvmharness.microvm.machine import MicroVm, VmConfig
@@ -57,18 +57,11 @@ def test_guest_triple_fault_is_reported_with_registers():
         assert 0x4000 <= err.regs.rip < 0x8000  # inside the guest code
 
 
-def _default_signals():
-    """As a shell starts a foreground command: SIGINT at its default.  A suite
-    started in the background (`cmd &`, nohup, some CI agents) inherits
-    SIGINT ignored, and an ignored SIGINT stays ignored, as it should."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _start_run(*extra):
     return subprocess.Popen(
         [KVMHARNESS, "run", "--mem", "256MiB", "--wps", "1M",
          "--duration", "60s", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )
 
 

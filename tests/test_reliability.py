@@ -11,7 +11,7 @@ import pytest
 
 from kvmharness.dirtyrate import DirtyRateMonitor
 from kvmharness.dirtyrate.monitor import DirtyRateStatus
-from kvmharness.pytest_plugin import KVMHARNESS, running_vm
+from kvmharness.pytest_plugin import KVMHARNESS, default_sigint, running_vm
 from kvmharness.qmp.hmp import human_monitor_command
 
 MiB = 1 << 20
@@ -31,10 +31,6 @@ def test_closing_the_vm_mid_measurement_joins_the_measurement_first():
     assert state.status is DirtyRateStatus.MEASURED and "cut short" in str(state.error)
 
 
-def _default_sigint():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.kvm
 @pytest.mark.parametrize("mode", ["page-sampling", "dirty-bitmap", "dirty-ring"])
 def test_signals_during_a_measurement_never_crash(mode):
@@ -45,7 +41,7 @@ def test_signals_during_a_measurement_never_crash(mode):
         proc = subprocess.Popen([KVMHARNESS, "calc-dirty-rate", "--mem", "512MiB", "--calc-time", "300",
                                  "--calc-time-unit", "millisecond", "--mode", mode],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=_default_sigint)
+                                preexec_fn=default_sigint)
         time.sleep(delay)
         proc.send_signal(signo)
         _, err = proc.communicate(timeout=30)
@@ -57,7 +53,7 @@ def test_signals_during_a_measurement_never_crash(mode):
 def _start_qmp(path, *extra):
     proc = subprocess.Popen([KVMHARNESS, "qmp", "--socket", str(path), "--mem", "128MiB", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+                            preexec_fn=default_sigint)
     assert "QMP listening" in proc.stdout.readline()
     return proc
 
