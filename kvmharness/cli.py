@@ -125,6 +125,7 @@ def build_parser():
     p.add_argument("--dirty-ring-size", type=_positive_int,
                    help="create the VM with a dirty ring of this many entries per vCPU "
                         "(offers mode dirty-ring instead of dirty-bitmap, as in QEMU)")
+    p.add_argument("--secret-file", help="shared secret that QMP migrate's destinations must prove")
     p.set_defaults(handler=_command("qmp"), settle=0.0)
 
     p = sub.add_parser("bench", help="reproduce the seed's dirty-rate table side by side, with plots")
@@ -155,6 +156,7 @@ def build_parser():
     p.add_argument("--max-iterations", type=_positive_int, default=30)
     p.add_argument("--bandwidth", type=_arg(units.parse_bandwidth),
                    help="cap the migration's own sending rate (default: as fast as the link goes)")
+    p.add_argument("--secret-file", help="shared secret the destination must prove (see migrate-listen)")
     p.add_argument("--predict-link", type=_arg(units.parse_bandwidth),
                    help="first predict the migration over a link of this bandwidth (dirty-bitmap dirty(t)), "
                         "then migrate and report both")
@@ -163,8 +165,10 @@ def build_parser():
     p = sub.add_parser("migrate-listen", help="receive a live-migrated VM and resume it (destination side)")
     p.add_argument("--port", type=_port, required=True)
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; the peer supplies guest code and memory, "
-                        "so listen beyond this host only on a network you trust)")
+                   help="address to listen on (default 127.0.0.1; beyond loopback --secret-file is required)")
+    p.add_argument("--secret-file",
+                   help="file holding a shared secret (16+ bytes, mode 600) that the source must prove by "
+                        "HMAC-SHA256 challenge-response; peers without it are refused and the listener goes on")
     p.add_argument("--run-after", type=_arg(units.parse_duration), default=1.0,
                    help="how long the resumed guest runs before the report (default 1s)")
     p.add_argument("--json", action="store_true")

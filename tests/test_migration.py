@@ -15,6 +15,7 @@ import pytest
 from kvmharness.pytest_plugin import KVMHARNESS, running_vm
 from kvmharness.microvm import guest, replay
 from kvmharness.microvm.machine import MicroVm, VmConfig
+from kvmharness.migration.auth import authenticate_source
 from kvmharness.migration.destination import migrate_in
 from kvmharness.migration.source import migrate_out, switch_timeout
 from kvmharness.migration.stream import END, HEADER, MAGIC, PAGES, RECORD, VCPU, VCPU_BYTES, StreamError
@@ -32,13 +33,14 @@ def link():
 
 def _listen(tb, port, *extra):
     return subprocess.Popen([KVMHARNESS, "migrate-listen", "--host", tb.destination_ip, "--port", str(port),
-                             "--run-after", "1s", "--json", *extra], stdout=subprocess.PIPE,
+                             "--secret-file", tb.secret_file, "--run-after", "1s", "--json", *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=tb.enter(tb.destination_ns))
 
 
 def _migrate(tb, port, *args):
     time.sleep(0.5)  # the listener binds
-    return subprocess.run([KVMHARNESS, "migrate", "--to", f"{tb.destination_ip}:{port}", "--json", *args],
+    return subprocess.run([KVMHARNESS, "migrate", "--to", f"{tb.destination_ip}:{port}", "--json",
+                           "--secret-file", tb.secret_file, *args],
                           capture_output=True, text=True, timeout=180, preexec_fn=tb.enter(tb.source_ns))
 
 
@@ -207,6 +209,9 @@ def test_truncated_stream_is_refused_and_the_source_keeps_running(source_vm):
     _keeps_running(source_vm)
 
 
+NO_AUTH = b'{"auth": "none"}\n'  # a source's handshake on loopback
+
+
 def _send_to_destination(payload):
     a, b = socket.socketpair()
     errors = []
@@ -219,9 +224,12 @@ def _send_to_destination(payload):
 
     t = threading.Thread(target=run)
     t.start()
-    a.sendall(payload)
+    a.sendall(NO_AUTH + payload)
     a.shutdown(socket.SHUT_WR)
-    reply = a.makefile().readline()
+    lines = a.makefile()
+    assert json.loads(lines.readline())["auth"] == "none"
+    assert json.loads(lines.readline()) == {"auth": "ok"}
+    reply = lines.readline()
     t.join(30)
     a.close()
     b.close()
@@ -290,17 +298,18 @@ class _InjectBeforeEnd:
     SIZES = {1: lambda n: n * (8 + 4096), 2: lambda n: n, 3: lambda n: n, 4: lambda n: n * 8, 6: lambda n: n}
 
     def __init__(self, extra):
-        self.extra, self.buf, self.pos, self.done = extra, b"", None, False
+        self.extra, self.buf, self.pos, self.done = extra, b"", 0, False
+        self.phase = "handshake"  # the source's handshake line, then the stream's header, then records
 
     def __call__(self, offset, data):
         if self.done:
             return data
         self.buf += data  # only what is not forwarded yet: a partial header at most
-        if self.pos is None:
-            if len(self.buf) < HEADER.size:
-                return b""
-            self.pos = HEADER.size + HEADER.unpack_from(self.buf)[3]
-        while len(self.buf) >= self.pos + RECORD.size:
+        if self.phase == "handshake" and b"\n" in self.buf[self.pos:]:
+            self.pos, self.phase = self.buf.index(b"\n", self.pos) + 1, "header"
+        if self.phase == "header" and len(self.buf) >= self.pos + HEADER.size:
+            self.pos, self.phase = self.pos + HEADER.size + HEADER.unpack_from(self.buf, self.pos)[3], "records"
+        while self.phase == "records" and len(self.buf) >= self.pos + RECORD.size:
             rtype, n = RECORD.unpack_from(self.buf, self.pos)
             if rtype == END:
                 self.done = True
@@ -351,6 +360,7 @@ def test_a_silent_destination_is_given_up_within_the_bound_and_the_guest_resumes
     def swallow():  # reads everything, never answers
         conn, _ = listener.accept()
         held.append(conn)
+        authenticate_source(conn, None)
         while conn.recv(1 << 20):
             pass
 

@@ -184,3 +184,112 @@ def test_closing_the_vm_mid_migration_joins_the_migration_first():
         assert not job._thread.is_alive() and job.status == "failed"
     finally:
         listener.close()
+
+
+# ---- 10. QMP's resources are bounded; one dirty log, one user ---------------
+@pytest.fixture(scope="module")
+def qmp_vm():
+    with running_vm(mem=64 * MiB, seed=71) as vm:
+        vm.run_writer(20_000)
+        yield vm
+
+
+@pytest.mark.kvm
+def test_qmp_client_count_is_bounded(qmp_vm, tmp_path):
+    from kvmharness.qmp.server import MAX_CLIENTS
+    from qmp_helpers import RawClient, serving
+
+    with serving(qmp_vm, DirtyRateMonitor(qmp_vm), tmp_path / "q.sock") as s:
+        clients = [RawClient(s.path, negotiate=False) for _ in range(MAX_CLIENTS)]
+        extra = socket.socket(socket.AF_UNIX)
+        extra.settimeout(10)
+        extra.connect(s.path)
+        told = extra.makefile("rb").read()  # one error line, then the server hangs up
+        extra.close()
+        assert told == (b'{"error": {"class": "GenericError", "desc": "too many QMP clients (at most '
+                        + str(MAX_CLIENTS).encode() + b')"}}\r\n')
+        clients.pop().close()  # a place frees up ...
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                again = RawClient(s.path)  # ... and is given to the next client
+                break
+            except (EOFError, KeyError, AssertionError):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert again.cmd("query-status")["return"]["status"] == "running"
+        for c in clients + [again]:
+            c.close()
+
+
+@pytest.mark.kvm
+def test_qmp_drops_a_client_that_never_reads(qmp_vm, tmp_path):
+    """A client that pipelines commands with big replies and never reads is
+    dropped once MAX_OUTPUT waits for it; the server's memory does not grow
+    with what it asked for, and other clients are served."""
+    import json
+
+    from kvmharness.qmp.server import MAX_OUTPUT
+    from qmp_helpers import RawClient, serving
+
+    with serving(qmp_vm, DirtyRateMonitor(qmp_vm), tmp_path / "q.sock") as s:
+        hog = RawClient(s.path)
+        schema = len(json.dumps(hog.cmd("query-qmp-schema")))
+        n = 16 * MAX_OUTPUT // schema + 1  # 16 MiB of replies asked for
+        hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            hog.send(b'{"execute": "query-qmp-schema"}' * n)
+        except OSError:
+            pass  # dropped while we were still sending: the point
+        time.sleep(1.0)
+        received = 0
+        try:
+            while chunk := hog.sock.recv(1 << 20):
+                received += len(chunk)
+        except OSError:
+            pass  # reset: dropped
+        hog.close()
+        assert received < 4 * MAX_OUTPUT < n * schema
+        other = RawClient(s.path)
+        assert other.cmd("query-status")["return"]["status"] == "running"
+        other.close()
+
+
+@pytest.mark.kvm
+def test_migration_and_exact_measurements_exclude_each_other(tmp_path):
+    """QEMU refuses a dirty-log measurement during a migration and the
+    reverse: each sync of the one dirty log clears what the other needs.
+    page-sampling reads memory only and may run beside a migration."""
+    from kvmharness.migration.destination import migrate_in
+    from qmp_helpers import RawClient, serving
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=lambda: migrate_in(listener.accept()[0]), daemon=True).start()
+    with running_vm(mem=64 * MiB, seed=72) as vm, serving(vm, DirtyRateMonitor(vm), tmp_path / "q.sock") as s:
+        vm.run_writer(200)  # slow enough that the migration below converges at 16 MB/s
+        c = RawClient(s.path)
+        assert c.cmd("calc-dirty-rate", **{"calc-time": 1500, "calc-time-unit": "millisecond",
+                                            "mode": "dirty-bitmap"}) == {"return": {}}
+        refused = c.cmd("migrate", uri=f"tcp:127.0.0.1:{listener.getsockname()[1]}")
+        assert refused == {"error": {"class": "GenericError", "desc":
+                                     "a dirty-bitmap or dirty-ring measurement is running; migrate when it has ended"}}
+        while c.cmd("query-dirty-rate")["return"]["status"] != "measured":
+            time.sleep(0.05)
+        # 64 MiB at 16 MB/s: about four seconds of migration to measure beside
+        assert c.cmd("migrate-set-parameters", **{"max-bandwidth": 16_000_000}) == {"return": {}}
+        assert c.cmd("migrate", uri=f"tcp:127.0.0.1:{listener.getsockname()[1]}") == {"return": {}}
+        time.sleep(0.3)
+        assert c.cmd("query-migrate")["return"]["status"] == "active"
+        refused = c.cmd("calc-dirty-rate", **{"calc-time": 100, "calc-time-unit": "millisecond",
+                                               "mode": "dirty-bitmap"})
+        assert refused == {"error": {"class": "GenericError", "desc":
+                                     "mode dirty-bitmap cannot measure while a migration is in progress; "
+                                     "use page-sampling or wait for the migration to end"}}
+        assert c.cmd("calc-dirty-rate", **{"calc-time": 100, "calc-time-unit": "millisecond",
+                                            "mode": "page-sampling"}) == {"return": {}}
+        while c.cmd("query-migrate")["return"]["status"] not in ("completed", "failed"):
+            time.sleep(0.1)
+        assert c.cmd("query-migrate")["return"]["status"] == "completed"
+        assert c.cmd("query-dirty-rate")["return"]["status"] == "measured"
+        c.close()
+    listener.close()

@@ -7,7 +7,8 @@ import sys
 import time
 
 from .measuring import measurement_vm
-from ..errors import HarnessError
+from ..errors import HarnessError, UsageError
+from ..migration.auth import AuthError, is_loopback, load_secret
 from ..migration.destination import migrate_in
 from ..migration.model import Link
 from ..migration.predict import predict_for
@@ -15,6 +16,7 @@ from ..migration.source import migrate_out
 
 
 def main(args):
+    secret = load_secret(args.secret_file) if args.secret_file else None
     try:
         sock = socket.create_connection(args.to, timeout=30)
     except OSError as e:
@@ -28,7 +30,7 @@ def main(args):
             prediction = verdicts[(link, args.downtime)]
         try:
             report = migrate_out(vm, sock, args.downtime, args.max_iterations,
-                                 args.bandwidth / 8 if args.bandwidth else None)
+                                 args.bandwidth / 8 if args.bandwidth else None, secret)
         except OSError as e:
             raise HarnessError(f"migration failed, the source guest keeps running: {e}") from None
     if args.json:
@@ -53,15 +55,32 @@ def main(args):
 
 
 def listen(args):
+    """Accept connections until one delivers a guest.  A connection that
+    fails the handshake (no or the wrong secret, garbage, a port scanner's
+    empty connect, silence) is refused, said on stderr, and the listener
+    goes on; once an authenticated source has begun, its migration's
+    outcome ends the command (0 resumed here, 1 refused: the guest then
+    runs on at the source)."""
+    secret = load_secret(args.secret_file) if args.secret_file else None
+    if secret is None and not is_loopback(args.host):
+        raise UsageError(f"listening on {args.host} takes --secret-file: a migration peer supplies guest "
+                         f"code and memory, so beyond loopback it must prove a shared secret")
     try:
-        listener = socket.create_server((args.host, args.port), reuse_port=False)
+        listener = socket.create_server((args.host, args.port), reuse_port=False,
+                                        family=socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     except OSError as e:
         raise HarnessError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     with listener:
-        print(f"waiting for a migration on {args.host}:{listener.getsockname()[1]}", file=sys.stderr, flush=True)
-        conn, peer = listener.accept()
-    with conn:
-        arrival = migrate_in(conn)
+        print(f"waiting for a migration on {args.host}:{listener.getsockname()[1]}"
+              f"{' (shared secret required)' if secret else ''}", file=sys.stderr, flush=True)
+        while True:
+            conn, peer = listener.accept()
+            with conn:
+                try:
+                    arrival = migrate_in(conn, secret)
+                    break
+                except AuthError as e:
+                    print(f"refused a connection from {peer[0]}: {e}", file=sys.stderr, flush=True)
     with arrival.vm as vm:
         time.sleep(args.run_after)
         after, schedules = vm.counters(), vm.schedules()

@@ -14,6 +14,7 @@ import socket
 import stat
 
 from ..errors import HarnessError, Signalled, UsageError
+from ..migration.auth import load_secret
 from ..qmp import QmpServer
 from .measuring import measurement_vm
 
@@ -48,12 +49,13 @@ def claim_socket_path(path):
 def main(args):
     if args.socket is None and args.tcp is None:
         raise UsageError("say where to serve: --socket PATH and/or --tcp [HOST:]PORT")
+    secret = load_secret(args.secret_file) if args.secret_file else None
     if args.socket is not None:
         claim_socket_path(args.socket)
     caught = []
 
     async def serve(vm, monitor):
-        server = await QmpServer(vm, monitor).start(args.socket, args.tcp)
+        server = await QmpServer(vm, monitor, secret).start(args.socket, args.tcp)
         loop = asyncio.get_running_loop()
         for signo in SIGNALS:
             loop.add_signal_handler(signo, lambda s=signo: (caught.append(s), server.request_quit("host-signal")))

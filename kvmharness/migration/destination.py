@@ -13,10 +13,12 @@ import numpy as np
 
 from ..errors import HarnessError
 from ..microvm.machine import MicroVm
+from .auth import authenticate_source
 from .stream import (ABORT, CONTROL, END, HASHES, PAGES, RECORD_NAMES, VCPU, StreamError, StreamReader, boot_id,
                      decode_meta, read_reply, send_line, send_reply)
 
 GO_TIMEOUT = 30.0  # after "ready"; the source answers at once, or never
+STREAM_IDLE_TIMEOUT = 60.0  # a source that sends nothing for this long is gone
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,13 @@ class Arrival:
     resume_schedules: tuple  # WriterSchedule per vCPU as the guest resumed
 
 
-def migrate_in(sock):
+def migrate_in(sock, secret=None):
     """Receive a VM on connected socket `sock`; returns an Arrival with the
-    VM running, or raises (after telling the source) if the stream is bad."""
+    VM running, or raises (after telling the source) if the stream is bad.
+    A peer that does not prove `secret` (see auth.py) raises AuthError
+    before anything of the stream is read."""
+    authenticate_source(sock, secret)
+    sock.settimeout(STREAM_IDLE_TIMEOUT)
     reader = StreamReader(sock)
     vm = None
     try:

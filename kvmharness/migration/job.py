@@ -22,8 +22,9 @@ def parse_uri(uri):
 
 
 class MigrationJob:
-    def __init__(self, vm):
+    def __init__(self, vm, secret=None):
         self.vm = vm
+        self.secret = secret  # the destinations' shared secret (auth.py)
         self.parameters = dict(DEFAULT_PARAMETERS)
         self.status = "none"
         self.report = None
@@ -75,7 +76,7 @@ class MigrationJob:
                 sock.settimeout(None)
                 self._set_status("active")
                 report = migrate_out(self.vm, sock, p["downtime-limit"] / 1000, p["x-max-iterations"],
-                                     p["max-bandwidth"] or None)
+                                     p["max-bandwidth"] or None, self.secret)
             self.report = report
             self._set_status("completed" if report.converged else "failed")
             if not report.converged:

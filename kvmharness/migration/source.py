@@ -20,6 +20,7 @@ import numpy as np
 from ..dirtyrate.trackers.bitmap import DirtyBitmapTracker
 from ..errors import HarnessError
 from ..kvm import uapi
+from .auth import authenticate_destination
 from .model import PAGE_WIRE_BYTES, Iteration
 from .stream import StreamWriter, boot_id, encode_meta, read_reply, send_line
 
@@ -67,8 +68,10 @@ class MigrationReport:
         }
 
 
-def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None):
-    """Migrate the running `vm` over connected socket `sock`."""
+def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, secret=None):
+    """Migrate the running `vm` over connected socket `sock`, to a
+    destination that proves `secret` (see auth.py; None: loopback use)."""
+    authenticate_destination(sock, secret)
     writer = StreamWriter(sock, bytes_per_second)
     log = DirtyBitmapTracker(vm)
     pages = vm.data_pages()

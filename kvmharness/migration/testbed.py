@@ -6,8 +6,11 @@ The addresses live only inside namespaces this testbed creates, so traffic
 between them never leaves the machine.
 """
 
+import base64
 import contextlib
 import os
+import secrets
+import tempfile
 import uuid
 from dataclasses import dataclass
 
@@ -23,6 +26,7 @@ class Testbed:
     source_ip: str
     destination_ip: str
     bits_per_second: int
+    secret_file: str  # a shared secret both ends are given: the namespaces are two hosts
 
     def enter(self, ns):
         """For subprocess preexec_fn: move the child into namespace `ns`."""
@@ -62,11 +66,24 @@ def veth_testbed(bits_per_second, latency_ms=50, subnet=1):
                     lo = ns.link_lookup(ifname="lo")[0]
                     ns.link("set", index=lo, state="up")
                 _shape(ns_name, ifname, bits_per_second, latency_ms)
-            yield Testbed(src, dst, src_ip, dst_ip, bits_per_second)
+            with secret_file() as secret:
+                yield Testbed(src, dst, src_ip, dst_ip, bits_per_second, secret)
         finally:
             netns.remove(dst)  # takes its veth end, and so the pair, with it
     finally:
         netns.remove(src)
+
+
+@contextlib.contextmanager
+def secret_file():
+    """A fresh random migration secret in a mode-600 file, removed afterwards."""
+    fd, path = tempfile.mkstemp(prefix="kvmh-secret-")  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def have_netns_privileges():

@@ -61,10 +61,10 @@ def _timestamp():
 class QmpContext:
     """What command handlers see."""
 
-    def __init__(self, vm, monitor):
+    def __init__(self, vm, monitor, migration_secret=None):
         self.vm = vm
         self.monitor = monitor
-        self.migration = MigrationJob(vm)
+        self.migration = MigrationJob(vm, migration_secret)
 
 
 class Session:
@@ -151,8 +151,8 @@ _QUIT = object()
 
 
 class QmpServer:
-    def __init__(self, vm, monitor):
-        self.context = QmpContext(vm, monitor)
+    def __init__(self, vm, monitor, migration_secret=None):
+        self.context = QmpContext(vm, monitor, migration_secret)
         self.sessions = set()
         self._servers = []
         self._loop = None
