@@ -7,7 +7,9 @@ pipelining query-status), predict, and both ends of a migration over
 loopback (the signal goes to one end).  A run passes if the signalled
 command exited 0 (it finished first) or 128 + the signal, printed no
 traceback, crashed nothing (no negative status) and left no socket behind;
-the other end of a migration must exit 0 or 1 with a one-line error.
+the other end of a migration must exit 0 or 1 with a one-line error, or,
+for a listener whose source died before it connected or authenticated, go
+on listening (it is then stopped with SIGTERM and must exit 143).
 
 Usage: scripts/signal_soak.py [--runs 100] [--seed 1] [--min 0.1] [--max 3]
 """
@@ -86,7 +88,15 @@ def one(i, rng, args, tmp):
         target = procs[rng.randrange(len(procs))]
         time.sleep(delay)
         target.send_signal(signo)
-        results = [(p, *p.communicate(timeout=120)) for p in procs]
+        ended = {target: target.communicate(timeout=120)}
+        results, still_listening = [], None
+        for p in procs:
+            try:
+                results.append((p, *(ended.get(p) or p.communicate(timeout=30))))
+            except subprocess.TimeoutExpired:
+                still_listening = p  # a listener whose source never got through the handshake
+                p.send_signal(signal.SIGTERM)
+                results.append((p, *p.communicate(timeout=30)))
     finally:
         stop.set()
         if loader:
@@ -96,6 +106,8 @@ def one(i, rng, args, tmp):
     problems = []
     for p, _, err in results:
         ok = {0, 128 + signo} if p is target else {0, 1}
+        if p is still_listening:  # its source died before it connected, or during the handshake
+            ok = {128 + signal.SIGTERM}
         if p.returncode < 0:
             problems.append(f"crashed with signal {-p.returncode}")
         elif p.returncode not in ok:
