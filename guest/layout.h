@@ -40,6 +40,10 @@
 #define KVMH_CTL_NPAGES         0x40  /* pages in the region (any number >= 1) */
 #define KVMH_CTL_PATTERN        0x48  /* KVMH_PATTERN_* */
 #define KVMH_CTL_WARM           0x50  /* 1: touch every page once before the first command */
+#define KVMH_CTL_TABLE          0x58  /* PATTERN_TABLE: address of NPAGES alias entries (below) */
+#define KVMH_CTL_READ_THRESHOLD 0x60  /* an access is a read when its write draw is below this (0..2^32) */
+#define KVMH_CTL_BURST_ON       0x68  /* TSC ticks of each writing phase; 0 = no bursts */
+#define KVMH_CTL_BURST_OFF      0x70  /* TSC ticks of each idle phase that follows one */
 /* Written by the guest, read by the host: */
 #define KVMH_CTL_COUNTER        0x80  /* writes done so far = index of the next write */
 #define KVMH_CTL_STATE          0x88  /* KVMH_STATE_* */
@@ -49,7 +53,10 @@
 #define KVMH_CTL_RESETS         0xa8  /* times the rate schedule was restarted (backlog dropped) */
 #define KVMH_CTL_SEEN_COUNTER   0xb0  /* COUNTER when the guest took up SEEN_GEN */
 #define KVMH_CTL_DROPPED        0xb8  /* TSC ticks of schedule given up by those restarts */
-#define KVMH_CTL_SIZE           0xc0
+#define KVMH_CTL_READS          0xc0  /* accesses so far that were reads (COUNTER - READS writes) */
+#define KVMH_CTL_IDLED          0xc8  /* TSC ticks of idle burst phases begun so far */
+#define KVMH_CTL_BURST_NEXT     0xd0  /* TSC at which the current writing phase ends (the guest's) */
+#define KVMH_CTL_SIZE           0xd8
 
 #define KVMH_CMD_HOLD           0
 #define KVMH_CMD_RUN            1
@@ -57,7 +64,17 @@
 
 #define KVMH_PATTERN_RANDOM     0
 #define KVMH_PATTERN_SEQUENTIAL 1
+#define KVMH_PATTERN_TABLE      2     /* any page distribution, drawn through an alias table */
 
+/* Alias table entry (Walker 1977; Vose 1991), one per page j of the region:
+ * bits 0-31 a threshold t, bits 32-63 an alias page a.  A draw with column j
+ * and 32-bit u picks j when u < t, else a.  Columns that keep all their
+ * mass have a = j. */
+#define KVMH_ALIAS_SHIFT        32
+
+/* Salt of the write draw: an access's read/write choice mixes the PRNG
+ * state XOR this, so it is independent of the page choice. */
+#define KVMH_WRITE_SALT         0x5851f42d4c957f2d
 #define KVMH_STATE_BOOT         0
 #define KVMH_STATE_WARMING      1
 #define KVMH_STATE_HELD         2

@@ -22,14 +22,20 @@
  *          CMD_HOLD: the guest rings EVENT_HELD (the host re-enters KVM_RUN
  *          when the command changes); CMD_RUN: write; CMD_EXIT: ring
  *          EVENT_EXITED forever.
- * Writes:  write number i (i = COUNTER before the write, from 0) stores the
- *          8-byte tag i + 1 at offset 0 of page p(i) of the region
- *          [BASE, BASE + NPAGES * 4096), then COUNTER becomes i + 1.
- *            random:     z = SplitMix64-mix(SEED + (i + 1) * GOLDEN),
- *                        p = (z * NPAGES) >> 64          (multiply-high)
+ * Access:  access number i (i = COUNTER before it, from 0) touches page p(i)
+ *          of the region [BASE, BASE + NPAGES * 4096); a write stores the
+ *          8-byte tag i + 1 at offset 0 of the page, a read loads it (and
+ *          READS counts it); then COUNTER becomes i + 1.  With
+ *          s(i) = SEED + (i + 1) * GOLDEN and z = SplitMix64-mix(s(i)):
+ *            random:     p = (z * NPAGES) >> 64          (multiply-high)
  *            sequential: p = i mod NPAGES
- *          A counter-based generator: p(i) depends only on SEED, NPAGES, i,
- *          so the host replays any counter range without running the guest.
+ *            table:      j = (z * NPAGES) >> 64, e = TABLE[j],
+ *                        p = j if (z mod 2^32) < (e mod 2^32) else e >> 32
+ *          and access i is a read iff
+ *            (SplitMix64-mix(s(i) XOR WRITE_SALT) mod 2^32) < READ_THRESHOLD.
+ *          A counter-based generator: p(i) and the choice depend only on
+ *          SEED, NPAGES, the table, READ_THRESHOLD and i, so the host
+ *          replays any counter range without running the guest.
  * Rate:    WPS = 0 writes as fast as it can.  Otherwise write i+1 waits for
  *          the TSC deadline of write i plus INTERVAL + INTERVAL_FRAC/2^32
  *          ticks.  When the writer lags its schedule by more than BACKLOG
@@ -43,6 +49,14 @@
  *              writes it made are WPS * (elapsed - dropped) to within
  *              WPS * B + 1, which lets the host check its pacing exactly
  *              whatever the host stole from it.
+ * Bursts:  with BURST_ON > 0 the writer accesses for BURST_ON ticks, idles
+ *          BURST_OFF ticks, and so on, the phases counted from the start
+ *          of the run; each idle phase adds BURST_OFF to IDLED (when it
+ *          begins) and moves the rate schedule on by as much, so a paced
+ *          writer resumes at its rate and never catches up an idle phase:
+ *          deadline(n) = start + n / WPS + (DROPPED + IDLED) / TSC rate.
+ *          An unpaced writer checks the clock every 64 accesses, so its
+ *          phases end up to 64 accesses late.
  * Warm-up: with WARM = 1, before the first command the guest stores
  *          KVMH_WARM_TAG in every page of its region, bracketing the pass
  *          with TSC stamps WARM_BEGIN and WARM_END.
@@ -51,6 +65,9 @@
  *   rdi ctl   r8 counter   r9 base   r10 npages   r12 gen   r13 PRNG state
  *   r14 deadline   esi deadline fraction   rbx sequential cursor
  *   rbp GOLDEN   r11 MIX1   r15 MIX2   rax rcx rdx scratch
+ * Plain random or sequential writing runs in four tight loops; tables,
+ * reads and bursts in one general loop that reads its options from the
+ * control block (L1-resident) at each access.
  */
 #include "layout.h"
 
@@ -123,7 +140,16 @@ start_run:
         orq     %rdx, %rax
         movq    %rax, %r14
         xorl    %esi, %esi
+        /* the first writing phase of a burst starts now too */
+        addq    KVMH_CTL_BURST_ON(%rdi), %rax
+        movq    %rax, KVMH_CTL_BURST_NEXT(%rdi)
         movq    $KVMH_STATE_RUNNING, KVMH_CTL_STATE(%rdi)
+        cmpq    $0, KVMH_CTL_BURST_ON(%rdi)
+        jne     general
+        cmpq    $0, KVMH_CTL_READ_THRESHOLD(%rdi)
+        jne     general
+        cmpq    $KVMH_PATTERN_TABLE, KVMH_CTL_PATTERN(%rdi)
+        je      general
         cmpq    $KVMH_PATTERN_SEQUENTIAL, KVMH_CTL_PATTERN(%rdi)
         je      start_sequential
         cmpq    $0, KVMH_CTL_WPS(%rdi)
@@ -134,10 +160,8 @@ start_sequential:
         je      sequential_fast
         jmp     sequential_paced
 
-/* page number of the next random write -> %rdx */
-.macro PICK_RANDOM
-        addq    %rbp, %r13
-        movq    %r13, %rax
+/* %rax = SplitMix64-mix(%rax); clobbers %rcx */
+.macro MIX
         movq    %rax, %rcx
         shrq    $30, %rcx
         xorq    %rcx, %rax
@@ -149,6 +173,13 @@ start_sequential:
         movq    %rax, %rcx
         shrq    $31, %rcx
         xorq    %rcx, %rax
+.endm
+
+/* page number of the next random write -> %rdx */
+.macro PICK_RANDOM
+        addq    %rbp, %r13
+        movq    %r13, %rax
+        MIX
         mulq    %r10
 .endm
 
@@ -169,6 +200,34 @@ start_sequential:
         movq    %r8, KVMH_CTL_COUNTER(%rdi)
         cmpq    KVMH_CTL_GEN(%rdi), %r12
         jne     reload
+.endm
+
+/* %rax = the TSC */
+.macro RDTSC64
+        rdtsc
+        shlq    $32, %rdx
+        orq     %rdx, %rax
+.endm
+
+/* at the end of a writing phase, idle through the next idle phase */
+.macro BURST
+        RDTSC64
+        cmpq    KVMH_CTL_BURST_NEXT(%rdi), %rax
+        jb      2f
+        movq    KVMH_CTL_BURST_OFF(%rdi), %rax
+        addq    %rax, KVMH_CTL_IDLED(%rdi)
+        addq    %rax, %r14
+        movq    KVMH_CTL_BURST_NEXT(%rdi), %rcx
+        addq    %rax, %rcx
+1:
+        cmpq    KVMH_CTL_GEN(%rdi), %r12
+        jne     reload
+        RDTSC64
+        cmpq    %rcx, %rax
+        jb      1b
+        addq    KVMH_CTL_BURST_ON(%rdi), %rcx
+        movq    %rcx, KVMH_CTL_BURST_NEXT(%rdi)
+2:
 .endm
 
 /* wait for the deadline of the next write, then move the deadline on */
@@ -217,6 +276,63 @@ sequential_paced:
         PICK_SEQUENTIAL
         WRITE_PAGE
         jmp     sequential_paced
+
+/* The general loop: any pattern, reads, bursts. */
+        .p2align 4
+general:
+        cmpq    $0, KVMH_CTL_WPS(%rdi)
+        je      3f
+        PACE
+        jmp     5f
+3:
+        /* unpaced, the phase is checked every 64 accesses: RDTSC costs as
+         * much as an access, and 64 accesses take microseconds */
+        testq   $63, %r8
+        jnz     4f
+5:
+        cmpq    $0, KVMH_CTL_BURST_ON(%rdi)
+        je      4f
+        BURST
+4:
+        addq    %rbp, %r13
+        cmpq    $KVMH_PATTERN_SEQUENTIAL, KVMH_CTL_PATTERN(%rdi)
+        je      6f
+        movq    %r13, %rax
+        MIX
+        movq    %rax, %rcx
+        mulq    %r10
+        cmpq    $KVMH_PATTERN_TABLE, KVMH_CTL_PATTERN(%rdi)
+        jne     7f
+        movq    KVMH_CTL_TABLE(%rdi), %rax
+        movq    (%rax,%rdx,8), %rax
+        cmpl    %eax, %ecx
+        jb      7f
+        shrq    $KVMH_ALIAS_SHIFT, %rax
+        movq    %rax, %rdx
+        jmp     7f
+6:
+        PICK_SEQUENTIAL
+7:
+        shlq    $KVMH_PAGE_SHIFT, %rdx
+        incq    %r8
+        cmpq    $0, KVMH_CTL_READ_THRESHOLD(%rdi)
+        je      8f
+        movabsq $KVMH_WRITE_SALT, %rax
+        xorq    %r13, %rax
+        MIX
+        movl    %eax, %eax
+        cmpq    KVMH_CTL_READ_THRESHOLD(%rdi), %rax
+        jae     8f
+        movq    (%r9,%rdx), %rax
+        incq    KVMH_CTL_READS(%rdi)
+        jmp     9f
+8:
+        movq    %r8, (%r9,%rdx)
+9:
+        movq    %r8, KVMH_CTL_COUNTER(%rdi)
+        cmpq    KVMH_CTL_GEN(%rdi), %r12
+        jne     reload
+        jmp     general
 
         .globl kvmh_guest_end
 kvmh_guest_end:

@@ -12,7 +12,7 @@ import importlib
 import signal
 import sys
 
-from . import units
+from . import patterns, units
 from .errors import HarnessError, Signalled, UsageError
 
 # The names of dirtyrate/modes.py's table (importing it would load the
@@ -73,8 +73,17 @@ def add_vm_arguments(p, wps_default="3M"):
                    help="data slot size, e.g. 512MiB, 1GiB, 4G (default 1GiB)")
     p.add_argument("--wps", type=_arg(units.parse_rate), default=units.parse_rate(wps_default),
                    help=f"writes per second per vCPU, e.g. 3M, 250k, 0 = unlimited (default {wps_default})")
-    p.add_argument("--vcpus", type=_positive_int, default=1, help="vCPUs, each writing its own slice")
-    p.add_argument("--pattern", choices=["random", "sequential"], default="random")
+    p.add_argument("--vcpus", type=_positive_int, default=1,
+                   help="vCPUs, each writing its own slice (or all the slot with --shared-region)")
+    p.add_argument("--pattern", type=_arg(patterns.parse_pattern), default="random",
+                   help=f"which pages the writer picks: {patterns.PATTERN_HELP} (default random)")
+    p.add_argument("--write-percent", type=_arg(patterns.parse_write_percent), default=100,
+                   help="percentage of accesses that write; the rest read the page they picked (default 100); "
+                        "--wps then counts accesses")
+    p.add_argument("--burst", type=_arg(patterns.parse_burst),
+                   help="write for ON, idle for OFF, repeating, e.g. 200ms/800ms (default: no bursts)")
+    p.add_argument("--shared-region", action="store_true",
+                   help="every vCPU writes the whole data slot (default: disjoint slices)")
     p.add_argument("--seed", type=_seed, default=1, help="PRNG seed of the writer (default 1)")
     p.add_argument("--no-prefault", dest="prefault", action="store_false",
                    help="do not populate the data slot (MADV_POPULATE_WRITE) before boot; "

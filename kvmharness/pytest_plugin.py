@@ -124,7 +124,9 @@ def replayed(vm, edges):
     out = {}
     for name, rs in ranges.items():
         per = [replay.unique_pages(vm.logs[k], vm.slot_pages, lo, hi) for k, (lo, hi) in enumerate(rs)]
-        out[name] = (sum(per), per)  # vCPU regions are disjoint: the total is the sum
+        # the union: vCPUs that share a region write some pages both
+        total = replay.unique_pages([(vm.logs[k], lo, hi) for k, (lo, hi) in enumerate(rs)], vm.slot_pages)
+        out[name] = (total, per)
     return out
 
 

@@ -20,7 +20,10 @@ def _fails(result, status, *fragments):
     (["run", "--duration", "soon"], "invalid duration 'soon'"),
     (["run", "--wps", "fast"], "invalid rate 'fast'"),
     (["run", "--vcpus", "0"], "must be at least 1"),
-    (["run", "--pattern", "zigzag"], "invalid choice: 'zigzag'"),
+    (["run", "--pattern", "zigzag"], "invalid pattern 'zigzag'"),
+    (["run", "--pattern", "hotcold:0.1:2"], "the hot access fraction P of hotcold:H:P must lie in [0, 1]"),
+    (["run", "--write-percent", "-1"], "invalid write percentage '-1'"),
+    (["run", "--burst", "0/1s"], "each burst phase must last at least 1ms"),
     (["run", "--duration", "0s"], "the duration must be more than 0"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])

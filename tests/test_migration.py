@@ -238,7 +238,7 @@ def _send_to_destination(payload):
 
 def _header(meta=None, magic=MAGIC, version=1, raw=None):
     meta = meta if meta is not None else {"mem": 64 * MiB, "vcpus": 1, "seed": 1, "page-size": 4096,
-                                          "control-size": 2 * MiB, "logs": [[[0, 1, 0, 16384, "random"]]]}
+                                          "control-size": 2 * MiB, "logs": [[[0, 1, 0, 16384, "random", 0, 0]]]}
     body = raw if raw is not None else json.dumps(meta).encode()
     return HEADER.pack(magic, version, 0, len(body)) + body
 
@@ -248,7 +248,7 @@ def _header(meta=None, magic=MAGIC, version=1, raw=None):
     (_header(version=9), "version 9"),
     (_header({"mem": "lots"}), "metadata is malformed"),
     (_header({"mem": 1 << 50, "vcpus": 1, "seed": 1, "page-size": 4096, "control-size": 0,
-              "logs": [[[0, 1, 0, 1, "random"]]]}), "cannot build the VM"),
+              "logs": [[[0, 1, 0, 1, "random", 0, 0]]]}), "cannot build the VM"),
     (_header() + RECORD.pack(PAGES, 1) + struct.pack("<Q", 16384) + b"\0" * 4096, "outside guest RAM"),
     (_header() + RECORD.pack(PAGES, 5000), "PAGES record with 5000 pages"),
     (_header() + RECORD.pack(2, 12), "CONTROL record of 12 bytes"),
@@ -329,7 +329,7 @@ def test_no_page_is_taken_after_the_hashes(source_vm):
 
 
 GOOD_META = {"mem": 64 * MiB, "vcpus": 1, "seed": 1, "page-size": 4096, "control-size": 2 * MiB,
-             "logs": [[[0, 1, 0, 16384, "random"]]]}
+             "logs": [[[0, 1, 0, 16384, "random", 0, 0]]]}
 
 
 @pytest.mark.parametrize("meta,message", [
@@ -337,8 +337,11 @@ GOOD_META = {"mem": 64 * MiB, "vcpus": 1, "seed": 1, "page-size": 4096, "control
      "'mem' must be a whole number"),
     (GOOD_META | {"vcpus": 1e400}, "'vcpus' must be a whole number"),
     (GOOD_META | {"seed": True}, "'seed' must be a whole number"),
-    (GOOD_META | {"logs": [[[0, 1, 0, 10**30, "random"]]]}, "writer log segment out of range"),
+    (GOOD_META | {"logs": [[[0, 1, 0, 10**30, "random", 0, 0]]]}, "writer log segment out of range"),
     (GOOD_META | {"logs": [[[0, 1, 0, 1, "zigzag"]]]}, "a writer log segment is"),
+    (GOOD_META | {"logs": [[[0, 1, 0, 1, "zigzag", 0, 0]]]}, "unknown pattern 'zigzag'"),
+    (GOOD_META | {"logs": [[[0, 1, 0, 1, "zipf:99", 0, 0]]]}, "unknown pattern 'zipf:99'"),
+    (GOOD_META | {"logs": [[[0, 1, 0, 1, "random", 1 + 2**32, 0]]]}, "writer log segment out of range"),
 ])
 def test_hostile_metadata_is_refused_and_the_peer_told(meta, message):
     error, reply = _send_to_destination(_header(raw=meta) if isinstance(meta, bytes) else _header(meta))

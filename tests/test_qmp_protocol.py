@@ -29,7 +29,15 @@ PROTOCOL_ERRORS = [
      "QMP input member 'arguments' must be an object"),
     ({"execute": "query-version", "bogus": 1}, "GenericError", "QMP input member 'bogus' is unexpected"),
     ({"execute": "x-set-writer", "arguments": {"pattern": "zigzag"}}, "GenericError",
-     "Parameter 'pattern' does not accept value 'zigzag'"),
+     "invalid pattern 'zigzag': use random, sequential, hotcold:H:P (e.g. hotcold:0.1:0.9) or zipf:S (e.g. zipf:1.0)"),
+    ({"execute": "x-set-writer", "arguments": {"pattern": "zipf:0"}}, "GenericError",
+     "the Zipf exponent S of zipf:S must lie in (0, 10]"),
+    ({"execute": "x-set-writer", "arguments": {"write-percent": 101}}, "GenericError",
+     "Parameter 'write-percent' must be between 0 and 100"),
+    ({"execute": "x-set-writer", "arguments": {"write-percent": True}}, "GenericError",
+     "Invalid parameter type for 'write-percent', expected: number"),
+    ({"execute": "x-set-writer", "arguments": {"burst": "1s"}}, "GenericError",
+     "invalid burst '1s': use ON/OFF, e.g. 200ms/800ms, or none"),
 ]
 
 

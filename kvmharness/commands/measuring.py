@@ -9,6 +9,12 @@ from ..microvm.dirty_ring import host_max_ring_entries
 from ..microvm.machine import MicroVm, VmConfig
 
 
+def writer_options(args):
+    """The workload options of the command line, as WriterControl.set takes them."""
+    return {"write_percent": args.write_percent, "burst": args.burst,
+            "shared_region": True if args.shared_region else None}
+
+
 @contextlib.contextmanager
 def measurement_vm(args, ring_entries=None):
     """ring_entries: None for no dirty ring, 0 for the host's maximum."""
@@ -19,6 +25,6 @@ def measurement_vm(args, ring_entries=None):
     with MicroVm(config) as vm:
         vm.start()
         vm.wait_ready()
-        vm.run_writer(args.wps, args.pattern)
+        vm.run_writer(args.wps, args.pattern, **writer_options(args))
         time.sleep(getattr(args, "settle", 0.0))
         yield vm, DirtyRateMonitor(vm)

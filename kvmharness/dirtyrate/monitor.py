@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..errors import DirtyRateError, HarnessError
 from . import modes
 from .engine import POLL_SECONDS, measure_window
-from .theory import expected_unique_pages, pages_to_mib_per_s
+from .theory import expected_dirty_pages, pages_to_mib_per_s
 
 TIME_UNITS = {"second": 1000, "millisecond": 1}  # QEMU's TimeUnit, in ms
 MIN_CALC_TIME_MS, MAX_CALC_TIME_MS = 50, 60000
@@ -174,10 +174,7 @@ class DirtyRateMonitor:
         vm, count = self.vm, window.count
         seconds = window.seconds
         writes = window.guest_writes()
-        expected = sum(
-            expected_unique_pages(w, stream.npages, stream.pattern)
-            for w, stream in zip(writes, vm.writer.streams())
-        )
+        expected = expected_dirty_pages(list(zip(vm.writer.streams(), writes)))
         vcpus = []
         for k, w in enumerate(writes):
             pages = count.vcpu_pages[k] if count.vcpu_pages else None

@@ -16,8 +16,6 @@ MAX_VCPUS = lib.KVMH_MAX_VCPUS
 WARM_TAG = lib.KVMH_WARM_TAG
 
 CMD_HOLD, CMD_RUN, CMD_EXIT = lib.KVMH_CMD_HOLD, lib.KVMH_CMD_RUN, lib.KVMH_CMD_EXIT
-PATTERNS = {"random": lib.KVMH_PATTERN_RANDOM, "sequential": lib.KVMH_PATTERN_SEQUENTIAL}
-PATTERN_NAMES = {v: k for k, v in PATTERNS.items()}
 STATES = {
     lib.KVMH_STATE_BOOT: "boot",
     lib.KVMH_STATE_WARMING: "warming",

@@ -8,7 +8,12 @@ Guest physical map (guest/layout.h):
                  control block per vCPU
     0xC000_0000  MMIO doorbell: mapped by the guest, backed by no memslot
     0x1_0000_0000 data slot (memslot 1): the writer's region, split into
-                 disjoint, equal slices, one per vCPU
+                 disjoint, equal slices, one per vCPU (or shared by all)
+    next 1 GiB boundary after it: table slot (memslot 2), two alias tables
+                 per vCPU for the hotcold and zipf patterns (8 bytes per
+                 data page each); the guest only reads it and it is never
+                 dirty-logged.  Its memory is touched only when a table
+                 pattern runs.
 """
 
 import contextlib
@@ -28,9 +33,10 @@ from ..kvm.memory import Mapping, check_host_can_back
 from .page_hash import hash_pages
 from .replay import WriterLog, WriterStream, splitmix64
 from .vcpu_thread import VcpuThread, install_kick_handler
+from .workload import table_seed, vcpu_region
 from .writer import WriterControl
 
-CONTROL_SLOT, DATA_SLOT = 0, 1
+CONTROL_SLOT, DATA_SLOT, TABLE_SLOT = 0, 1, 2
 MIN_DATA = 64 << 20
 
 
@@ -53,10 +59,13 @@ def vcpu_seed(seed, vcpu):
     return int(splitmix64(np.array([vcpu], dtype=np.uint64), seed)[0])
 
 
-def vcpu_region(slot_pages, vcpus, vcpu):
-    """(first page, pages) of vCPU `vcpu`'s slice of the data slot."""
-    first = slot_pages * vcpu // vcpus
-    return first, slot_pages * (vcpu + 1) // vcpus - first
+def table_slot(config):
+    """(guest physical address, size) of the table slot: the next 1 GiB
+    boundary after the data slot, two tables of 8 bytes per data page for
+    each vCPU (a vCPU may write the whole slot when the region is shared)."""
+    gpa = -(-(lib.KVMH_DATA_GPA + config.mem) // paging.SIZE_1G) * paging.SIZE_1G
+    size = 2 * config.vcpus * (config.mem // guest.PAGE_SIZE) * 8
+    return gpa, -(-size // paging.SIZE_2M) * paging.SIZE_2M
 
 
 def check_vcpu_count(kvm, vcpus):
@@ -94,6 +103,9 @@ class MicroVm:
             raise UsageError("the data slot size must be a multiple of 4 KiB")
         if config.mem + lib.KVMH_DATA_GPA > paging.MAX_MAPPED:
             raise UsageError("the data slot cannot exceed 508 GiB")
+        if sum(table_slot(config)) > paging.MAX_MAPPED:
+            raise UsageError(f"{config.mem >> 30} GiB with {config.vcpus} vCPUs leaves no room for the pattern "
+                             f"tables (16 bytes per data page per vCPU) below 512 GiB: fewer vCPUs or less memory")
         if config.vcpus < 1:
             raise UsageError("a VM needs at least one vCPU")
         if not 0 <= config.seed < 1 << 64:
@@ -107,9 +119,11 @@ class MicroVm:
         if self.slot_pages // config.vcpus < 1:
             raise UsageError("fewer pages than vCPUs")
 
-        tables = paging.build(lib.KVMH_PD_GPA, lib.KVMH_DATA_GPA, config.mem)
+        table_gpa, table_size = table_slot(config)
+        extra = [(table_gpa, table_size)]
+        tables = paging.build(lib.KVMH_PD_GPA, lib.KVMH_DATA_GPA, config.mem, extra)
         control_size = -(-tables.end // paging.SIZE_2M) * paging.SIZE_2M
-        tables = paging.build(control_size, lib.KVMH_DATA_GPA, config.mem)
+        tables = paging.build(control_size, lib.KVMH_DATA_GPA, config.mem, extra)
         check_host_can_back(config.mem + control_size)
 
         vm = self.vm = self._stack.enter_context(kvm.create_vm())
@@ -134,6 +148,8 @@ class MicroVm:
         vm.set_user_memory_region(CONTROL_SLOT, 0, control_size, self.control.addr)
         self.data_flags = 0
         vm.set_user_memory_region(DATA_SLOT, lib.KVMH_DATA_GPA, config.mem, self.data.addr)
+        self.tables = self._stack.enter_context(Mapping(table_size))
+        vm.set_user_memory_region(TABLE_SLOT, table_gpa, table_size, self.tables.addr)
 
         tables.write_into(self.control)
         self.control.write(lib.KVMH_CODE_GPA, guest.guest_image())
@@ -144,11 +160,12 @@ class MicroVm:
             seed = vcpu_seed(config.seed, k)
             ctl.seed, ctl.npages = seed, npages
             ctl.base = lib.KVMH_DATA_GPA + first * guest.PAGE_SIZE
-            ctl.pattern = guest.PATTERNS["random"]
+            ctl.pattern = lib.KVMH_PATTERN_RANDOM
             ctl.cmd = guest.CMD_HOLD
             ctl.warm = 1 if config.warm else 0
             controls.append(ctl)
-            logs.append(WriterLog(((0, WriterStream(seed, first, npages, "random")),)))
+            stream = WriterStream(seed, first, npages, "random", 0, table_seed(config.seed, first, npages))
+            logs.append(WriterLog(((0, stream),)))
 
         cpuid = kvm.get_supported_cpuid()
         self.vcpus = []
@@ -168,7 +185,10 @@ class MicroVm:
 
         self.cond = threading.Condition()
         self.threads = []
-        self.writer = WriterControl(controls, logs, self.tsc_khz * 1000, self.cond, self.check)
+        self.writer = WriterControl(controls, logs, self.tsc_khz * 1000, self.cond, self.check,
+                                    slot_pages=self.slot_pages, vm_seed=config.seed, tables=self.tables,
+                                    table_gpa=table_gpa)
+        self._stack.callback(self.writer.detach)  # runs before the mappings go
         self._stack.callback(self._stop_threads)
 
     # ---- lifecycle ---------------------------------------------------------
@@ -216,11 +236,13 @@ class MicroVm:
             raise HarnessError(f"vCPU threads did not stop: {', '.join(stuck)}")
 
     # ---- the writer (microvm/writer.py), for the callers that drive it ------
-    def run_writer(self, wps=0, pattern=None, vcpu=None):
-        self.writer.run(wps, pattern, vcpu)
+    def run_writer(self, wps=0, pattern=None, vcpu=None, **options):
+        """Write at `wps` accesses/s per vCPU (0: unlimited); options as
+        WriterControl.set: write_percent, burst, shared_region."""
+        self.writer.run(wps, pattern, vcpu, **options)
 
-    def set_writer(self, *, wps=None, pattern=None, vcpu=None):
-        self.writer.set(wps=wps, pattern=pattern, vcpu=vcpu)
+    def set_writer(self, *, wps=None, pattern=None, vcpu=None, **options):
+        self.writer.set(wps=wps, pattern=pattern, vcpu=vcpu, **options)
 
     def hold(self, vcpu=None):
         self.writer.hold(vcpu)

@@ -34,15 +34,17 @@ class PageTables:
             mapping.write(gpa, struct.pack("<Q", value))
 
 
-def build(control_size, data_gpa, data_size):
-    """Page tables mapping [0, control_size), the doorbell and the data slot."""
-    if data_gpa + data_size > MAX_MAPPED:
-        raise ValueError("the data slot ends beyond the 512 GiB that PML4 entry 0 maps")
+def build(control_size, data_gpa, data_size, extra=()):
+    """Page tables mapping [0, control_size), the doorbell, the data slot
+    and the `extra` (address, size) ranges."""
     ranges = [
         (0, control_size),
         (lib.KVMH_DOORBELL_GPA, SIZE_2M),
         (data_gpa, data_size),
+        *extra,
     ]
+    if any(start + size > MAX_MAPPED for start, size in ranges):
+        raise ValueError("a slot ends beyond the 512 GiB that PML4 entry 0 maps")
     large_pages = sorted(
         {addr for start, size in ranges for addr in range(start & ~(SIZE_2M - 1), start + size, SIZE_2M)}
     )

@@ -1,89 +1,87 @@
 """Replay: which pages the guest writer wrote, computed on the host.
 
-The writer is counter-based (guest/writer.S): the page of write number i is a
-pure function of (seed, npages, i), so any counter range is replayed with one
-vectorized expression, without running or trusting the guest.  This is the
-ground truth every measurement is tested against.
+The writer is counter-based (guest/writer.S): the page of access number i,
+and whether it writes or reads, are pure functions of (seed, region,
+pattern, i), so any counter range is replayed with one vectorized
+expression, without running or trusting the guest.  This is the ground
+truth every measurement is tested against.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from .guest import GOLDEN, MIX1, MIX2, PATTERNS
+from .._native import lib
+from . import workload
+from .rng import mix, mulhi, splitmix64, states
+from .. import patterns
 
-_CHUNK = 1 << 20  # writes per replay step: temporaries stay cache-sized
+_CHUNK = 1 << 20  # accesses per replay step: temporaries stay cache-sized
 _U64 = np.uint64
 _LOW32 = _U64(0xFFFFFFFF)
 
 
-def splitmix64(index, seed):
-    """SplitMix64 output for state seed + (index + 1) * GOLDEN, elementwise.
-
-    Consumes `index` (a uint64 array): computed in place, since replay speed
-    is bounded by memory traffic, not arithmetic.
-    """
-    z, tmp = index, np.empty_like(index)
-    z += _U64(1)
-    z *= _U64(GOLDEN)
-    z += _U64(seed)
-    for shift, mix in ((30, MIX1), (27, MIX2)):
-        np.right_shift(z, _U64(shift), out=tmp)
-        z ^= tmp
-        z *= _U64(mix)
-    np.right_shift(z, _U64(31), out=tmp)
-    z ^= tmp
-    return z
-
-
-def mulhi(z, n):
-    """floor(z * n / 2^64) for uint64 z and n < 2^32: the writer's `mul`.
-    Exact: z * n = hi(z) * n * 2^32 + lo(z) * n, and neither product
-    overflows 64 bits when n < 2^32.  Consumes `z`."""
-    n = _U64(n)
-    low = np.bitwise_and(z, _LOW32)
-    low *= n
-    low >>= _U64(32)
-    z >>= _U64(32)
-    z *= n
-    z += low
-    z >>= _U64(32)
-    return z
-
-
 @dataclass(frozen=True)
 class WriterStream:
-    """What one vCPU writes while its parameters stay the same.
+    """What one vCPU accesses while its parameters stay the same.
 
     `first_page` is where its region starts in the data slot, so pages()
-    returns data-slot page numbers.
+    returns data-slot page numbers.  `pattern` is a canonical name
+    (patterns.parse_pattern); `read_threshold` the guest's READ_THRESHOLD
+    (0: every access writes); `table_seed` fixes a table pattern's hot set
+    or ranks.
     """
 
     seed: int
     first_page: int
     npages: int
     pattern: str = "random"
+    read_threshold: int = 0
+    table_seed: int = 0
 
     def __post_init__(self):
-        if self.pattern not in PATTERNS:
-            raise ValueError(f"unknown pattern {self.pattern!r}")
+        if patterns.parse_pattern(self.pattern) != self.pattern:
+            raise ValueError(f"pattern {self.pattern!r} is not in canonical form")
         if not 1 <= self.npages < 1 << 32:
             raise ValueError("npages must be in [1, 2^32)")
+        if not 0 <= self.read_threshold <= patterns.ALL_READS:
+            raise ValueError("read_threshold must be in [0, 2^32]")
+
+    @property
+    def write_fraction(self):
+        return patterns.write_fraction(self.read_threshold)
 
     def pages(self, start, stop):
-        """Data-slot page numbers of writes start .. stop-1, as uint64."""
+        """Data-slot page numbers of accesses start .. stop-1, as uint64."""
         index = np.arange(start, stop, dtype=_U64)
         if self.pattern == "sequential":
             local = index % _U64(self.npages)
+        elif patterns.uses_table(self.pattern):
+            table = workload.alias_table(self.pattern, self.npages, self.table_seed)
+            local = workload.alias_draw(table, splitmix64(index, self.seed))
         else:
             local = mulhi(splitmix64(index, self.seed), self.npages)
         return local + _U64(self.first_page)
 
+    def writes(self, start, stop):
+        """Which of accesses start .. stop-1 are writes (bool array)."""
+        if self.read_threshold == 0:
+            return np.ones(stop - start, dtype=bool)
+        z = states(np.arange(start, stop, dtype=_U64), self.seed)
+        z ^= _U64(lib.KVMH_WRITE_SALT)
+        return np.bitwise_and(mix(z), _LOW32) >= _U64(self.read_threshold)
+
     def chunks(self, start, stop):
-        """(first write number, pages) in chunks that bound memory use."""
+        """(tags, pages) of the writes among accesses start .. stop-1, in
+        chunks that bound memory use: a write's tag is its access number + 1,
+        what it stores in its page."""
         for lo in range(start, stop, _CHUNK):
             hi = min(lo + _CHUNK, stop)
-            yield lo, self.pages(lo, hi)
+            pages, tags = self.pages(lo, hi), np.arange(lo + 1, hi + 1, dtype=_U64)
+            if self.read_threshold:
+                written = self.writes(lo, hi)
+                pages, tags = pages[written], tags[written]
+            yield tags, pages
 
 
 @dataclass(frozen=True)
@@ -142,7 +140,7 @@ def unique_pages(writers, slot_pages, start=None, stop=None):
 def last_tags(writers, slot_pages, start=None, stop=None):
     """The tag each page should hold after the range: the number (i + 1) of
     the last write i that hit it, 0 where none did."""
-    tags = np.zeros(slot_pages, dtype=_U64)
-    for lo, pages in _chunks(writers, start, stop):
-        np.maximum.at(tags, pages, np.arange(lo + 1, lo + 1 + len(pages), dtype=_U64))
-    return tags
+    out = np.zeros(slot_pages, dtype=_U64)
+    for tags, pages in _chunks(writers, start, stop):
+        np.maximum.at(out, pages, tags)
+    return out

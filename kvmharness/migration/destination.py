@@ -83,6 +83,10 @@ def migrate_in(sock, secret=None):
             elif rtype == END:
                 if not control_seen or len(restored) != len(vm.vcpus) or verified is None:
                     raise StreamError("END before the control slot, every vCPU and the hashes")
+                try:
+                    vm.writer.load_tables()
+                except HarnessError as e:
+                    raise StreamError(f"the control slot does not match the writer logs: {e}") from None
                 break
         counters = tuple(vm.counters())  # as the source left them: the guest resumes from here
         schedules = tuple(vm.schedules())

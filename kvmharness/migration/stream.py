@@ -26,8 +26,11 @@ connection can rule that out, and it is the failure we choose over two
 running copies.
 
 The meta (JSON) describes the VM: mem, vcpus, seed, page-size, control-size,
-and each vCPU's writer log as [counter, seed, first page, pages, pattern]
-segments, so the destination replays the guest's writes as the source does.
+and each vCPU's writer log as [counter, seed, first page, pages, pattern,
+read threshold, table seed] segments, so the destination replays the
+guest's writes as the source does and rebuilds the alias tables of the
+hotcold and zipf patterns (pure functions of the stream) instead of
+receiving them.
 
 Everything is little-endian.  The receiver checks each record against the
 header before acting on it: a page index past the data slot, a length that
@@ -45,9 +48,10 @@ import numpy as np
 
 from ..errors import HarnessError, StreamError
 from ..kvm import uapi
-from ..microvm.guest import MAX_VCPUS, PAGE_SIZE, PATTERNS
+from ..microvm.guest import MAX_VCPUS, PAGE_SIZE
 from ..microvm.machine import VmConfig
 from ..microvm.replay import WriterLog, WriterStream
+from .. import patterns
 
 MAGIC = b"KVMHMIG\x00"
 VERSION = 1
@@ -80,7 +84,8 @@ def encode_meta(config, control_size, logs):
         "seed": config.seed,
         "page-size": PAGE_SIZE,
         "control-size": control_size,
-        "logs": [[[c, s.seed, s.first_page, s.npages, s.pattern] for c, s in log.segments] for log in logs],
+        "logs": [[[c, s.seed, s.first_page, s.npages, s.pattern, s.read_threshold, s.table_seed]
+                  for c, s in log.segments] for log in logs],
     }
 
 
@@ -96,13 +101,20 @@ def _log(segments, slot_pages):
         raise StreamError("migration stream metadata is malformed: a writer log is a list of segments")
     out, last = [], 0
     for segment in segments:
-        if (not isinstance(segment, list) or len(segment) != 5
-                or any(type(x) is not int or x < 0 for x in segment[:4]) or segment[4] not in PATTERNS):
-            raise StreamError("migration stream metadata is malformed: a writer log segment is [counter, seed, first page, pages, pattern]")
-        counter, seed, first, npages, pattern = segment
-        if counter < last or seed >= 1 << 64 or npages < 1 or first + npages > slot_pages:
+        if (not isinstance(segment, list) or len(segment) != 7 or not isinstance(segment[4], str)
+                or any(type(x) is not int or x < 0 for x in segment[:4] + segment[5:])):
+            raise StreamError("migration stream metadata is malformed: a writer log segment is [counter, seed, "
+                              "first page, pages, pattern, read threshold, table seed]")
+        counter, seed, first, npages, pattern, threshold, table_seed = segment
+        if (counter < last or seed >= 1 << 64 or npages < 1 or first + npages > slot_pages
+                or threshold > patterns.ALL_READS or table_seed >= 1 << 64):
             raise StreamError("migration stream metadata is malformed: writer log segment out of range")
-        out.append((counter, WriterStream(seed, first, npages, pattern)))
+        try:
+            if patterns.parse_pattern(pattern) != pattern:
+                raise HarnessError("not canonical")
+        except HarnessError:
+            raise StreamError(f"migration stream metadata is malformed: unknown pattern '{pattern[:40]}'") from None
+        out.append((counter, WriterStream(seed, first, npages, pattern, threshold, table_seed)))
         last = counter
     return WriterLog(tuple(out))
 

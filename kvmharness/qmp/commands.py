@@ -8,15 +8,16 @@ QEMU's commands with QEMU's semantics; ours carry the x- prefix.
 """
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from .. import __version__
-from ..microvm import guest
 from ..dirtyrate import modes
 from ..dirtyrate.monitor import TIME_UNITS, DirtyRateStatus
 from ..errors import QmpError
 from .hmp import human_monitor_command
 from .qapi import dirty_rate_info, migration_info
 from .schema import Arg
+from .. import patterns
 
 QEMU_VERSION = {"major": 8, "minor": 2, "micro": 0}  # the QMP contract we implement (calc-time-unit)
 UNIT = Arg("calc-time-unit", "enum", values=tuple(TIME_UNITS))
@@ -59,6 +60,12 @@ def _query_dirty_rate(ctx, a):
     return dirty_rate_info(ctx.monitor.state(), a.get("calc-time-unit", "second"))
 
 
+def _write_percent(value):
+    if not 0 <= value <= 100:
+        raise QmpError("Parameter 'write-percent' must be between 0 and 100")
+    return Fraction(str(value))
+
+
 def _set_writer(ctx, a):
     vm = ctx.vm
     vcpu = a.get("vcpu")
@@ -67,13 +74,15 @@ def _set_writer(ctx, a):
     wps = a.get("wps")
     if wps is not None and wps < 0:
         raise QmpError("Parameter 'wps' must be 0 (unlimited) or more")
-    vm.set_writer(wps=wps, pattern=a.get("pattern"), vcpu=vcpu)
+    vm.set_writer(wps=wps, pattern=a.get("pattern"), vcpu=vcpu, write_percent=a.get("write-percent"),
+                  burst=a.get("burst"), shared_region=a.get("shared-region"))
     return {}
 
 
 def _query_writer(ctx, a):
     return [
         {"vcpu": w.vcpu, "state": w.state, "wps": w.wps, "pattern": w.pattern, "writes": w.writes,
+         "reads": w.reads, "accesses": w.accesses, "write-percent": w.write_percent, "burst": str(w.burst),
          "seed": w.stream.seed, "first-page": w.stream.first_page, "pages": w.stream.npages}
         for w in ctx.vm.writer.states()
     ]
@@ -129,7 +138,10 @@ COMMANDS = {
         Command("x-set-writer", (
             Arg("vcpu", "int"),
             Arg("wps", "int"),
-            Arg("pattern", "enum", values=tuple(guest.PATTERNS)),
+            Arg("pattern", "str", parse=patterns.parse_pattern),
+            Arg("write-percent", "number", parse=_write_percent),
+            Arg("burst", "str", parse=patterns.parse_burst),
+            Arg("shared-region", "bool"),
         ), _set_writer, blocking=True),
         Command("x-query-writer", (), _query_writer),
         Command("migrate", (Arg("uri", "str", required=True),), _migrate),

@@ -2,23 +2,26 @@
 members in schema order (missing, then wrong type or bad enum value), then
 anything left over is unexpected."""
 
+import math
 from dataclasses import dataclass
 
-from ..errors import QmpError
+from ..errors import HarnessError, QmpError
 
 
 @dataclass(frozen=True)
 class Arg:
     name: str
-    type: str  # int | str | bool | array | enum
+    type: str  # int | number | str | bool | array | enum
     required: bool = False
     values: tuple = ()  # enum values
+    parse: object = None  # value -> the handler's value, raising HarnessError with the reply's text
 
     def check(self, value):
-        expected = {"int": "integer", "str": "string", "bool": "boolean", "array": "array",
+        expected = {"int": "integer", "number": "number", "str": "string", "bool": "boolean", "array": "array",
                     "enum": "string"}[self.type]
         ok = {
             "int": isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63,
+            "number": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
             "str": isinstance(value, str),
             "bool": isinstance(value, bool),
             "array": isinstance(value, list),
@@ -28,6 +31,11 @@ class Arg:
             raise QmpError(f"Invalid parameter type for '{self.name}', expected: {expected}")
         if self.type == "enum" and value not in self.values:
             raise QmpError(f"Parameter '{self.name}' does not accept value '{value}'")
+        if self.parse is not None:
+            try:
+                return self.parse(value)
+            except HarnessError as e:
+                raise QmpError(str(e)) from None
         return value
 
 
