@@ -142,6 +142,8 @@ def build_parser():
     p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
     p.add_argument("--runs", type=_positive_int, default=3, help="runs per cell (default 3)")
     p.add_argument("--sizes", type=_arg(parse_sizes), help="comma-separated sizes (default 1GiB,4GiB,16GiB or 24GiB)")
+    p.add_argument("--pattern", type=_arg(patterns.parse_pattern), default="random",
+                   help=f"the writer's pattern: {patterns.PATTERN_HELP} (default random, the seed's)")
     p.set_defaults(handler=_command("bench"))
 
     p = sub.add_parser("predict", help="predict whether pre-copy migration converges, from measured dirty(t)")

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from kvmharness.patterns import parse_burst
 from kvmharness.pytest_plugin import KVMHARNESS, running_vm
 from kvmharness.microvm import guest, replay
 from kvmharness.microvm.machine import MicroVm, VmConfig
@@ -186,6 +187,19 @@ def test_two_vcpus_migrate_with_a_pattern_change_behind_them():
         vm.set_writer(pattern="sequential", vcpu=1)
         time.sleep(0.1)
         _assert_replay_exact_after(_in_process(vm))
+
+
+def test_skewed_workloads_migrate_and_replay_stays_exact():
+    """Zipf with reads and bursts on one vCPU, hot/cold on the other: the
+    destination rebuilds their alias tables from the writer logs (they are
+    not sent) and the guest goes on drawing the same pages."""
+    with running_vm(mem=64 * MiB, vcpus=2, seed=54) as vm:
+        vm.run_writer(20_000, "zipf:0.99", write_percent=60, burst=parse_burst("20ms/10ms"))
+        vm.set_writer(pattern="hotcold:0.1:0.9", vcpu=1)
+        time.sleep(0.1)
+        result = _in_process(vm)
+        assert result["arrival"].vm.writer.streams() == vm.writer.streams()
+        _assert_replay_exact_after(result)
 
 
 def test_corrupted_page_is_refused_and_the_source_keeps_running(source_vm):

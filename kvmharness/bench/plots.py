@@ -30,7 +30,7 @@ def plot_rates(plan, cells, path):
             ax.errorbar(xs, med, yerr=err, marker="o", color=color, label=mode, capsize=3)
             theory_x, theory_y = xs, [c["theoretical-rate"] for c in cs]
         ax.plot(theory_x, theory_y, "k--", label="theoretical")
-        ax.set_title(f"{size / GiB:g} GiB, {plan.wps / 1e6:g} M writes/s")
+        ax.set_title(f"{size / GiB:g} GiB, {plan.pattern}, {plan.wps / 1e6:g} M writes/s")
         ax.set_xlabel("calc-time (ms)")
         ax.set_ylabel("dirty rate (MiB/s)")
         ax.set_xscale("log")

@@ -50,6 +50,10 @@ def tracked_wps(records):
     return {key: writes / seconds for key, (writes, seconds) in sums.items()}
 
 
+def _pattern_words(pattern):
+    return "randomly" if pattern == "random" else f"with pattern {pattern}"
+
+
 def _mw(wps):
     return f"{wps / 1e6:.2f}M"
 
@@ -58,9 +62,10 @@ def markdown(plan, cells, records, baselines, host_line):
     lines = [
         f"# Dirty rate, measured side by side ({host_line})",
         "",
-        f"One vCPU writing randomly at {plan.wps / 1e6:g} M writes/s; {plan.runs} runs per cell; "
-        "rates in MiB/s are medians, spread is min..max; guest wr/s is what the guest really wrote "
-        "during the window; expected is the seed's formula applied to those writes.",
+        f"One vCPU writing {_pattern_words(plan.pattern)} at {plan.wps / 1e6:g} M writes/s; {plan.runs} runs "
+        "per cell; rates in MiB/s are medians, spread is min..max; guest wr/s is what the guest really wrote "
+        "during the window; expected is the pattern's theory (for random: the seed's formula) applied to "
+        "those writes; theoretical is the same at the nominal rate.",
         "",
         "| " + " | ".join(TABLE_COLUMNS) + " |",
         "|" + "---|" * len(TABLE_COLUMNS),

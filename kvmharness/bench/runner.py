@@ -42,7 +42,7 @@ class Progress:
         self.stream.flush()
 
 
-def _window_record(size, mode, calc_ms, run, result, wps):
+def _window_record(size, mode, calc_ms, run, result, plan, seed):
     seconds = result.window_us / 1e6
     record = {
         "size": size,
@@ -57,7 +57,7 @@ def _window_record(size, mode, calc_ms, run, result, wps):
         "guest-writes": result.guest_writes,
         "guest-wps": result.guest_writes / seconds,
         "expected-rate": result.expected_rate,
-        "theoretical-rate": theoretical_rate(size, wps, calc_ms / 1000),
+        "theoretical-rate": theoretical_rate(size, plan.wps, calc_ms / 1000, plan.pattern, seed),
         "overhead-ms": result.overhead["total"],
     }
     if result.confidence:
@@ -72,16 +72,16 @@ def _vm_runs(plan, size, ring, modes, progress, seed):
     with MicroVm(config) as vm:
         vm.start()
         vm.wait_ready()
-        _, per = measure_writer(vm, BASELINE_SECONDS, plan.wps)
+        _, per = measure_writer(vm, BASELINE_SECONDS, plan.wps, plan.pattern)
         baseline = per[0].writes_per_second
-        vm.run_writer(plan.wps)
+        vm.run_writer(plan.wps, plan.pattern)
         time.sleep(0.2)
         monitor = DirtyRateMonitor(vm)
         for mode in modes:
             for calc_ms in plan.calc_times:
                 for run in range(plan.runs):
                     result = monitor.measure(calc_ms, "millisecond", mode=mode)
-                    records.append(_window_record(size, mode, calc_ms, run, result, plan.wps))
+                    records.append(_window_record(size, mode, calc_ms, run, result, plan, seed))
                     progress.step(f"{size >> 30} GiB {mode} {calc_ms} ms #{run + 1}")
         vm.hold()
     return baseline, records

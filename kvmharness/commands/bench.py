@@ -21,7 +21,7 @@ def check_out_dir(path):
 
 def main(args):
     check_out_dir(args.out)
-    the_plan = plan(quick=args.quick, sizes=args.sizes, runs=args.runs)
+    the_plan = plan(quick=args.quick, sizes=args.sizes, runs=args.runs, pattern=args.pattern)
     paths = bench(the_plan, args.out)
     with open(paths["table"]) as f:
         print(f.read())

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..microvm import workload
 from ..microvm.guest import PAGE_SIZE
+from ..microvm.replay import WriterStream
 from .. import patterns
 
 MiB = 1 << 20
@@ -38,10 +39,15 @@ def pages_to_mib_per_s(pages, seconds):
     return pages * PAGE_SIZE / MiB / seconds
 
 
-def theoretical_rate(size_bytes, wps, seconds):
-    """The seed's formula at a configured rate (MiB/s)."""
-    pages = expected_unique_pages(wps * seconds, size_bytes // PAGE_SIZE)
-    return pages_to_mib_per_s(pages, seconds)
+def theoretical_rate(size_bytes, wps, seconds, pattern="random", seed=1):
+    """The expected rate (MiB/s) of one vCPU accessing at a configured rate:
+    the seed's formula for `random`, the pattern's theory otherwise (its
+    hot set or ranks those of a VM with `seed`)."""
+    npages = size_bytes // PAGE_SIZE
+    if pattern == "random":
+        return pages_to_mib_per_s(expected_unique_pages(wps * seconds, npages), seconds)
+    stream = WriterStream(0, 0, npages, pattern, 0, workload.table_seed(seed, 0, npages))
+    return pages_to_mib_per_s(expected_dirty_pages([(stream, wps * seconds)]), seconds)
 
 
 def _classes(stream):

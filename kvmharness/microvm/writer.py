@@ -195,8 +195,9 @@ class WriterControl:
                     ctl.table = self._load_table(k, stream, spare)  # the guest reads the other buffer
                     self._buffer[k] = spare
                 ctl.pattern = workload.guest_pattern(stream.pattern)
-                ctl.base = lib.KVMH_DATA_GPA + stream.first_page * guest.PAGE_SIZE
-                ctl.npages = stream.npages
+                if (stream.first_page, stream.npages) != (last.first_page, last.npages):
+                    ctl.base = lib.KVMH_DATA_GPA + stream.first_page * guest.PAGE_SIZE
+                    ctl.npages = stream.npages
                 ctl.read_threshold = stream.read_threshold
                 if cmd is not None:
                     ctl.cmd = cmd
