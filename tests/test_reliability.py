@@ -293,3 +293,17 @@ def test_migration_and_exact_measurements_exclude_each_other(tmp_path):
         assert c.cmd("query-dirty-rate")["return"]["status"] == "measured"
         c.close()
     listener.close()
+
+
+@pytest.mark.kvm
+def test_the_writer_after_close_raises_instead_of_faulting():
+    """A caller that keeps a VM past its `with` block and reads the writer's
+    counters read unmapped memory: a segfault (found while writing issue
+    12's tests).  The control blocks are detached before they are unmapped."""
+    from kvmharness.errors import HarnessError
+
+    with running_vm(mem=64 * MiB, seed=73) as vm:
+        vm.run_writer(10_000)
+    for call in (vm.counters, vm.schedules, vm.snapshot, vm.writer.states, lambda: vm.set_writer(wps=1)):
+        with pytest.raises(HarnessError, match="the VM is closed"):
+            call()
