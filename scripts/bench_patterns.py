@@ -51,10 +51,14 @@ CURVE_WINDOWS_MS = [50, 100, 200, 500, 1000, 2000]
 
 
 def _rate(vm, seconds, options):
-    _, per = measure_writer(vm, seconds, 0, **options)
-    r = per[0]
-    busy = seconds - r.idled_seconds if r.idled_seconds else seconds  # bursts: the rate while writing
-    return r.writes / busy
+    """Accesses/s; with bursts, while writing: over 20 whole periods, the
+    accesses over the writing phases' share of the time (the idle count
+    moves in whole phases, so it is not used to divide)."""
+    burst = options.get("burst")
+    if burst:
+        seconds = 20 * (burst.on + burst.off)
+    measured, per = measure_writer(vm, seconds, 0, **options)
+    return per[0].writes / (measured * (burst.duty if burst else 1.0))
 
 
 def writer_rates(sizes, reps, seconds=0.5):
