@@ -48,6 +48,11 @@ def parse_sizes(text):
     return tuple(units.parse_size(t) for t in text.split(","))
 
 
+def parse_periods(text):
+    """'125,250,500' -> [125, 250, 500]: whole milliseconds."""
+    return [units.parse_count(t.strip(), "period (ms)", 1, 10**6) for t in text.split(",")]
+
+
 def parse_seed(text):
     """Decimal or 0x..., ASCII digits, no digit separators: 0 .. 2^64 - 1."""
     if not text.strip().isascii() or "_" in text:
@@ -125,6 +130,9 @@ def build_parser():
                    help="dirty ring entries per vCPU (default: the host's maximum, in dirty-ring mode)")
     p.add_argument("--settle", type=_arg(units.parse_duration), default=0.2,
                    help="how long the writer runs before the window opens (default 200ms)")
+    p.add_argument("--periods", type=_arg(parse_periods),
+                   help="x-periods: comma-separated ms from the same clean start, e.g. 125,250,500 "
+                        "(default 125, 250, 375, 500, 750, then every 500 up to calc-time)")
     p.set_defaults(handler=_command("calc"))
 
     p = sub.add_parser("qmp", help="run the VM and serve QMP (and HMP commands) to QEMU clients")

@@ -16,6 +16,10 @@ uint64_t kvmh_ring_harvest(struct kvm_dirty_gfn *ring, uint32_t entries, uint32_
 uint64_t kvmh_xxh64(const void *data, size_t len, uint64_t seed);
 void kvmh_hash_pages(const unsigned char *base, const uint64_t *pages, size_t count, uint64_t page_size, uint64_t *hashes);
 
+/* zero_page.c */
+uint64_t kvmh_zero_pages(const unsigned char *base, const uint64_t *pages, size_t count, uint64_t page_size, uint8_t *is_zero);
+uint64_t kvmh_count_zero_pages(const unsigned char *base, uint64_t npages, uint64_t page_size);
+
 /* alias.c */
 int kvmh_alias_build(const uint64_t *mass, uint32_t n, uint64_t *table);
 

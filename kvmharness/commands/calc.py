@@ -4,7 +4,7 @@ would, print query-dirty-rate's answer (HMP's text, or QMP's JSON)."""
 import json
 
 from ..dirtyrate import modes
-from ..dirtyrate.monitor import validate_calc_dirty_rate
+from ..dirtyrate.monitor import validate_calc_dirty_rate, validate_periods
 from ..errors import DirtyRateError, UsageError
 from ..qmp.hmp import format_dirty_rate_info
 from ..qmp.qapi import dirty_rate_info
@@ -16,12 +16,13 @@ def main(args):
     if ring is None and modes.needs_ring(args.mode):
         ring = 0  # the host's maximum
     try:
-        validate_calc_dirty_rate(args.calc_time, args.calc_time_unit, args.sample_pages, args.mode,
-                                 modes.enabled_modes(ring is not None))
+        calc_time_ms, _ = validate_calc_dirty_rate(args.calc_time, args.calc_time_unit, args.sample_pages,
+                                                   args.mode, modes.enabled_modes(ring is not None))
+        validate_periods(args.periods, calc_time_ms)
     except DirtyRateError as e:
         raise UsageError(str(e)) from None
     with measurement_vm(args, ring) as (vm, monitor):
-        monitor.measure(args.calc_time, args.calc_time_unit, args.sample_pages, args.mode)
+        monitor.measure(args.calc_time, args.calc_time_unit, args.sample_pages, args.mode, args.periods)
         info = dirty_rate_info(monitor.state(), args.calc_time_unit)
     if args.json:
         print(json.dumps(info, indent=2))

@@ -17,6 +17,13 @@ and otherwise as close to the request as we can make it:
     nor the garbage collector delays the end edge (kvmharness.timing);
   * the actual window is what we report (x-window-us), as QEMU reports the
     actual calc-time.
+
+Periods (x-periods): the dirty curve from one clean start.  At each period
+p < calc-time after the start edge, the tracker takes a mark: an edge like
+the end's that does not end the window (bitmap: a GET; ring: a harvest with
+the vCPUs out; sampling: hashing the same samples again) and its count of
+everything since the start.  A period within FINAL_SECONDS of the end is
+the end itself.
 """
 
 import time
@@ -36,11 +43,20 @@ AIM_LATE_SECONDS = 0.00025
 
 
 @dataclass(frozen=True)
+class Mark:
+    period: float  # seconds after the start edge, as asked
+    edge: Edge
+    count: Count  # everything since the start edge
+
+
+@dataclass(frozen=True)
 class Window:
     start: Edge
     end: Edge
     count: Count
     overhead: dict
+    marks: tuple = ()  # Mark, ascending; the window's own end is not among them
+    zero_pages: float | None = None  # all-zero pages after the window (estimated in page-sampling)
 
     @property
     def seconds(self):
@@ -51,22 +67,31 @@ class Window:
         return tuple(e - s for s, e in zip(self.start.mid, self.end.mid))
 
 
-def measure_window(tracker, seconds, end_lead=None, poll_seconds=POLL_SECONDS, cancel=None):
-    """Measure one window; `cancel` (an Event) cuts it short with an error."""
+def measure_window(tracker, seconds, end_lead=None, poll_seconds=POLL_SECONDS, cancel=None, periods=()):
+    """Measure one window; `cancel` (an Event) cuts it short with an error;
+    `periods` (seconds, ascending) are marked on the way."""
     tighten_timer_slack()
+    marks = []
     try:
         with quiet_interpreter():
             start = tracker.begin()
             lead = start.lead if end_lead is None else end_lead
             deadline = start.time + seconds + max(0.0, AIM_LATE_SECONDS - lead)
-            while deadline - time.perf_counter() > poll_seconds + FINAL_SECONDS:
+            due = [p for p in periods if start.time + p < deadline - FINAL_SECONDS]
+            while deadline - time.perf_counter() > poll_seconds + FINAL_SECONDS or due:
                 if cancel is not None and cancel.is_set():
                     raise HarnessError("the measurement was cut short: the VM is shutting down")
+                if due and time.perf_counter() >= start.time + due[0]:
+                    period = due.pop(0)
+                    marks.append(Mark(period, *tracker.mark()))
+                    continue
                 tracker.poll()
-                sleep_until(min(time.perf_counter() + poll_seconds, deadline - FINAL_SECONDS))
+                wake = min(time.perf_counter() + poll_seconds, deadline - FINAL_SECONDS)
+                sleep_until(min(wake, start.time + due[0]) if due else wake)
             sleep_until(deadline)
             end = tracker.end()
         count = tracker.count()
+        zero = tracker.zero_pages()
     finally:
         tracker.close()
-    return Window(start, end, count, tracker.overhead.snapshot())
+    return Window(start, end, count, tracker.overhead.snapshot(), tuple(marks), zero)

@@ -26,6 +26,7 @@ from .theory import expected_dirty_pages, pages_to_mib_per_s
 TIME_UNITS = {"second": 1000, "millisecond": 1}  # QEMU's TimeUnit, in ms
 MIN_CALC_TIME_MS, MAX_CALC_TIME_MS = 50, 60000
 MIN_SAMPLE_PAGES, MAX_SAMPLE_PAGES = 128, 16384
+MAX_PERIODS = 1200  # every 50 ms of a 60 s window
 DEFAULT_SAMPLE_PAGES = 512
 
 
@@ -46,6 +47,43 @@ class CalcRequest:
     sample_pages: int  # per GiB
     mode: str
     start_time: int  # wall-clock seconds, as QEMU
+    periods_ms: tuple = ()  # x-periods: ascending, the last one calc_time_ms
+
+
+def default_periods(calc_time_ms):
+    """The seed author's curve (qemu-devel, "Migration time prediction using
+    calc-dirty-rate", 2023): 125, 250, 375, 500, 750 ms, then every 500 ms,
+    up to calc-time, which ends the list."""
+    ladder = [125, 250, 375, 500, 750] + list(range(1000, calc_time_ms, 500))
+    return tuple(p for p in ladder if p < calc_time_ms) + (calc_time_ms,)
+
+
+def validate_periods(periods, calc_time_ms):
+    """x-periods as given (a list of ms) -> the periods to report, ending
+    with calc-time; QEMU-style messages."""
+    if periods is None:
+        return default_periods(calc_time_ms)
+    if not isinstance(periods, (list, tuple)) or not periods or len(periods) > MAX_PERIODS:
+        raise DirtyRateError(f"Parameter 'x-periods' must list 1 to {MAX_PERIODS} periods")
+    if any(type(p) is not int for p in periods):
+        raise DirtyRateError("Parameter 'x-periods' expects integers (milliseconds)")
+    if any(b <= a for a, b in zip(periods, periods[1:])):
+        raise DirtyRateError("Parameter 'x-periods' must be in ascending order")
+    if periods[0] < MIN_CALC_TIME_MS or periods[-1] > calc_time_ms:
+        raise DirtyRateError(f"x-periods must lie in [{MIN_CALC_TIME_MS}ms, calc-time ({calc_time_ms}ms)]")
+    return tuple(periods) if periods[-1] == calc_time_ms else tuple(periods) + (calc_time_ms,)
+
+
+@dataclass(frozen=True)
+class PeriodResult:
+    """The dirty curve at one period, from the window's clean start."""
+
+    period_ms: int  # as asked
+    window_us: int  # actual: start edge to this mark
+    dirty_pages: float
+    expected_pages: float  # the workload's theory at the accesses made meanwhile
+    end: tuple  # ((before, after) per vCPU) of this mark's edge
+    confidence_pages: tuple | None = None  # page-sampling: 95 % interval
 
 
 @dataclass(frozen=True)
@@ -83,6 +121,8 @@ class DirtyRateResult:
     edges: dict  # {"start": ((before, after) per vCPU), "end": ...}
     samples: int | None = None
     dirty_samples: int | None = None
+    periods: tuple = ()  # PeriodResult, ascending; the last is the window itself
+    zero_pages: float | None = None  # x-zero-pages
 
 
 def validate_calc_dirty_rate(calc_time, calc_time_unit, sample_pages, mode, enabled_modes):
@@ -137,8 +177,10 @@ class DirtyRateMonitor:
     def enabled_modes(self):
         return modes.enabled_modes(self.vm.ring is not None)
 
-    def calc_dirty_rate(self, calc_time, calc_time_unit="second", sample_pages=None, mode=modes.DEFAULT):
-        """Start a measurement; checks in QEMU's order, with QEMU's messages."""
+    def calc_dirty_rate(self, calc_time, calc_time_unit="second", sample_pages=None, mode=modes.DEFAULT,
+                        periods=None):
+        """Start a measurement; checks in QEMU's order, with QEMU's messages,
+        then x-periods' (`periods`, ms; None: default_periods)."""
         with self._lock:
             if self._state.status is DirtyRateStatus.MEASURING:
                 raise DirtyRateError("the dirty rate is already being measured.")
@@ -147,7 +189,8 @@ class DirtyRateMonitor:
             calc_time_ms, sample_pages = validate_calc_dirty_rate(
                 calc_time, calc_time_unit, sample_pages, mode, self.enabled_modes
             )
-            request = CalcRequest(calc_time_ms, calc_time_unit, sample_pages, mode, int(time.time()))
+            periods = validate_periods(periods, calc_time_ms)
+            request = CalcRequest(calc_time_ms, calc_time_unit, sample_pages, mode, int(time.time()), periods)
             self._state = DirtyRateState(DirtyRateStatus.MEASURING, request, None, None)
             self._done.clear()
             self._thread = threading.Thread(target=self._measure, args=(request,),
@@ -159,7 +202,8 @@ class DirtyRateMonitor:
         try:
             tracker = modes.BY_NAME[request.mode].tracker(self.vm, request.sample_pages)
             window = measure_window(tracker, request.calc_time_ms / 1000, self._end_lead.get(request.mode),
-                                    self.poll_seconds, self._cancel)
+                                    self.poll_seconds, self._cancel,
+                                    periods=tuple(p / 1000 for p in request.periods_ms[:-1]))
             self._end_lead[request.mode] = window.end.lead
             result = self._result_of(request, window)
         except BaseException as e:  # reported through state() / wait, never lost
@@ -204,7 +248,22 @@ class DirtyRateMonitor:
             },
             samples=count.samples,
             dirty_samples=count.dirty_samples,
+            periods=self._periods_of(request, window),
+            zero_pages=window.zero_pages,
         )
+
+    def _periods_of(self, request, window):
+        """x-periods: each mark, then the end, which is calc-time's."""
+        streams = self.vm.writer.streams()
+        by_period = {round(m.period * 1000): (m.edge, m.count) for m in window.marks}
+        out = []
+        for ms in request.periods_ms:
+            edge, count = by_period.get(ms, (window.end, window.count))
+            accesses = [e - s for s, e in zip(window.start.mid, edge.mid)]
+            out.append(PeriodResult(ms, round((edge.time - window.start.time) * 1e6), count.dirty_pages,
+                                    expected_dirty_pages(list(zip(streams, accesses))),
+                                    tuple(zip(edge.before, edge.after)), count.confidence_pages))
+        return tuple(out)
 
     def wait(self, timeout=None):
         """Block until the measurement started last is done; its result."""
@@ -219,9 +278,9 @@ class DirtyRateMonitor:
             raise HarnessError(f"the dirty rate measurement failed: {error!r}") from error
         return self.state().result
 
-    def measure(self, calc_time, calc_time_unit="second", sample_pages=None, mode=modes.DEFAULT):
+    def measure(self, calc_time, calc_time_unit="second", sample_pages=None, mode=modes.DEFAULT, periods=None):
         """calc_dirty_rate, then wait for its result."""
-        self.calc_dirty_rate(calc_time, calc_time_unit, sample_pages, mode)
+        self.calc_dirty_rate(calc_time, calc_time_unit, sample_pages, mode, periods)
         return self.wait(calc_time * TIME_UNITS[calc_time_unit] / 1000 + 60)
 
     def close(self, timeout=10.0):

@@ -1,6 +1,6 @@
 """XXH64 (seed 1) of guest pages, in C (native/page_hash.c): what
 page-sampling compares across a window and what migration compares across
-hosts."""
+hosts; and which pages are all zeros (native/zero_page.c)."""
 
 import numpy as np
 
@@ -17,3 +17,20 @@ def hash_pages(base_addr, pages, out=None):
                         ffi.cast("const uint64_t *", pages.ctypes.data), len(pages), PAGE_SIZE,
                         ffi.cast("uint64_t *", out.ctypes.data))
     return out
+
+
+ZERO_PAGE_HASH = int(lib.kvmh_xxh64(ffi.new("unsigned char[]", PAGE_SIZE), PAGE_SIZE, 1))
+
+
+def zero_page_mask(base_addr, pages):
+    """Boolean array: which of pages `pages` hold only zeros."""
+    pages = np.ascontiguousarray(pages, dtype=np.uint64)
+    out = np.empty(len(pages), dtype=np.uint8)
+    lib.kvmh_zero_pages(ffi.cast("const unsigned char *", base_addr), ffi.cast("const uint64_t *", pages.ctypes.data),
+                        len(pages), PAGE_SIZE, ffi.cast("uint8_t *", out.ctypes.data))
+    return out.view(bool)
+
+
+def count_zero_pages(base_addr, npages):
+    """How many of the `npages` pages at `base_addr` hold only zeros."""
+    return int(lib.kvmh_count_zero_pages(ffi.cast("const unsigned char *", base_addr), npages, PAGE_SIZE))

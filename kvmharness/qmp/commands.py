@@ -52,7 +52,7 @@ def _calc_dirty_rate(ctx, a):
         raise QmpError(f"mode {a['mode']} cannot measure while a migration is in progress; "
                        "use page-sampling or wait for the migration to end")
     ctx.monitor.calc_dirty_rate(a["calc-time"], a.get("calc-time-unit", "second"),
-                                a.get("sample-pages"), a.get("mode", modes.DEFAULT))
+                                a.get("sample-pages"), a.get("mode", modes.DEFAULT), a.get("x-periods"))
     return {}
 
 
@@ -131,6 +131,7 @@ COMMANDS = {
             UNIT,
             Arg("sample-pages", "int"),
             Arg("mode", "enum", values=modes.NAMES),
+            Arg("x-periods", "array"),
         ), _calc_dirty_rate),
         Command("query-dirty-rate", (UNIT,), _query_dirty_rate),
         Command("human-monitor-command", (Arg("command-line", "str", required=True),

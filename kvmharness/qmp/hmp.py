@@ -79,6 +79,11 @@ def format_dirty_rate_info(info):
         c = info["x-confidence"]
         lines.append(f"95% interval: {c['low']:.1f} .. {c['high']:.1f} MiB/s "
                      f"({info['x-dirty-samples']} of {info['x-samples']} samples changed)")
+    if "x-zero-pages" in info:
+        lines.append(f"Zero pages: {info['x-zero-pages']}")
+    if len(info.get("x-periods", [])) > 1:
+        lines.append("Dirty pages by period: " + ", ".join(
+            f"{p['period']} ms: {p['dirty-pages']}" for p in info["x-periods"]))
     overhead = ", ".join(f"{k} {v:.2f}" for k, v in info["x-overhead"].items() if k != "total")
     lines.append(f"Overhead: {info['x-overhead']['total']:.2f} ms ({overhead})")
     return "\n".join(lines)

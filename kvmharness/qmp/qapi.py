@@ -65,7 +65,23 @@ def _result_fields(result, calc_time_unit):
     if result.samples is not None:
         fields["x-samples"] = result.samples
         fields["x-dirty-samples"] = result.dirty_samples
+    fields["x-periods"] = [_period(p, exact) for p in result.periods]
+    if result.zero_pages is not None:
+        fields["x-zero-pages"] = int(result.zero_pages) if exact else round(result.zero_pages, 1)
     return fields
+
+
+def _period(p, exact):
+    """One point of the dirty curve (the seed author's series; not in QEMU)."""
+    out = {"period": p.period_ms,
+           "dirty-pages": int(p.dirty_pages) if exact else round(p.dirty_pages),
+           "expected-pages": round(p.expected_pages),
+           "x-window-us": p.window_us,
+           "x-end-edge": [list(pair) for pair in p.end]}
+    if p.confidence_pages is not None:
+        out["x-confidence-pages"] = {"low": round(p.confidence_pages[0], 1),
+                                     "high": round(p.confidence_pages[1], 1), "level": 0.95}
+    return out
 
 
 def migration_info(job):

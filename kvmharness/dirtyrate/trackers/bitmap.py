@@ -9,6 +9,7 @@ edge is a GET, which only copies the bitmap, so it is narrow too.
 
 import numpy as np
 
+from ...microvm.page_hash import count_zero_pages
 from .count import Count
 from ..window import Overhead, cut
 
@@ -26,6 +27,7 @@ class DirtyBitmapTracker:
         self.bitmap = np.zeros(-(-self.npages // 64), dtype=np.uint64)
         self.manual = bool(vm.manual_protect)
         self.overhead = Overhead()
+        self.seen = None  # bits fetched by marks: a plain GET clears what it returns
 
     def _get(self):
         self.vm.get_dirty_log(self.bitmap.ctypes.data)
@@ -60,13 +62,26 @@ class DirtyBitmapTracker:
     def poll(self):
         pass
 
+    def mark(self):
+        """A GET that does not end the window; (edge, count since the start)."""
+        edge = cut(self.vm, self._get)
+        self.overhead.add_edge("mark-sync", edge)
+        self.seen = self.bitmap.copy() if self.seen is None else np.bitwise_or(self.seen, self.bitmap)
+        return edge, Count(dirty_pages=int(np.bitwise_count(self.seen).sum()))
+
     def end(self):
         edge = cut(self.vm, self._get)
         self.overhead.add_edge("end-sync", edge)
+        if self.seen is not None:
+            self.bitmap |= self.seen
         return edge
 
     def _popcount(self):
         return int(np.bitwise_count(self.bitmap).sum())
+
+    def zero_pages(self):
+        """All-zero pages of the slot, counted once the window is over."""
+        return count_zero_pages(self.vm.data.addr, self.vm.slot_pages)
 
     def count(self):
         with self.overhead.timed("count"):

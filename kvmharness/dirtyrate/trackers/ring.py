@@ -13,6 +13,7 @@ schedule afterwards (microvm/writer.py).
 """
 
 from ...microvm.dirty_ring import RingSink
+from ...microvm.page_hash import count_zero_pages
 from .count import Count
 from ..window import Overhead, stopped_cut
 
@@ -49,6 +50,13 @@ class DirtyRingTracker:
         with self.overhead.timed("harvest"):
             self.rings.harvest()
 
+    def mark(self):
+        """A harvest with the vCPUs out that does not end the window; (edge,
+        unique pages and entries since the start)."""
+        edge = stopped_cut(self.vm, self.rings.harvest, opening=False)
+        self.overhead.add_edge("mark-harvest", edge)
+        return edge, Count(dirty_pages=self.sink.unique_pages(), dirty_events=sum(self.sink.events))
+
     def _final_harvest(self):
         self.rings.harvest()
         self.rings.swap_sink(None)
@@ -58,6 +66,10 @@ class DirtyRingTracker:
         edge = stopped_cut(self.vm, self._final_harvest, opening=False)
         self.overhead.add_edge("end-harvest", edge)
         return edge
+
+    def zero_pages(self):
+        """All-zero pages of the slot, counted once the window is over."""
+        return count_zero_pages(self.vm.data.addr, self.vm.slot_pages)
 
     def count(self):
         with self.overhead.timed("count"):

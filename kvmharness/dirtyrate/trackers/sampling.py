@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ...microvm.guest import PAGE_SIZE
-from ...microvm.page_hash import hash_pages
+from ...microvm.page_hash import ZERO_PAGE_HASH, hash_pages
 from .count import Count
 from ..window import Overhead, cut
 
@@ -70,10 +70,21 @@ class PageSamplingTracker:
     def poll(self):
         pass
 
+    def mark(self):
+        """The same samples hashed again, the window going on; (edge, the
+        estimate since the start)."""
+        edge = cut(self.vm, lambda: self._hash_into(self.after))
+        self.overhead.add_edge("hash", edge)
+        return edge, self.count()
+
     def end(self):
         edge = cut(self.vm, lambda: self._hash_into(self.after))
         self.overhead.add_edge("hash", edge)
         return edge
+
+    def zero_pages(self):
+        """Estimated zero pages at the end: samples whose hash is a zero page's."""
+        return np.count_nonzero(self.after == ZERO_PAGE_HASH) / len(self.pages) * self.vm.slot_pages
 
     def count(self):
         n = len(self.pages)
