@@ -166,6 +166,8 @@ def build_parser():
     p.add_argument("--table", action="store_true", help="verdicts over several bandwidths x downtimes")
     p.add_argument("--no-tcp-overhead", dest="tcp_overhead", action="store_false",
                    help="do not count TCP/IP framing on the link")
+    p.add_argument("--curve", choices=["one-run", "separate"], default="one-run",
+                   help="measure dirty(t) in one window with x-periods (default), or one window per point")
     p.set_defaults(handler=_command("predict"), settle=0.2)
 
     p = sub.add_parser("migrate", help="start a VM with the writer and live-migrate it (source side)")

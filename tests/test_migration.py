@@ -19,8 +19,10 @@ from kvmharness.microvm.machine import MicroVm, VmConfig
 from kvmharness.migration.auth import authenticate_source
 from kvmharness.migration.destination import migrate_in
 from kvmharness.migration.source import migrate_out, switch_timeout
-from kvmharness.migration.stream import END, HEADER, MAGIC, PAGES, RECORD, VCPU, VCPU_BYTES, StreamError
+from kvmharness.migration.stream import (END, HEADER, MAGIC, PAGES, RECORD, VCPU, VCPU_BYTES, VERSION, ZERO,
+                                        ZERO_WIRE_BYTES, StreamError)
 from kvmharness.migration.testbed import veth_testbed
+from kvmharness.microvm.page_hash import count_zero_pages
 
 pytestmark = [pytest.mark.kvm]
 MiB = 1 << 20
@@ -202,6 +204,29 @@ def test_skewed_workloads_migrate_and_replay_stays_exact():
         _assert_replay_exact_after(result)
 
 
+def test_a_zero_page_crosses_as_a_flag_and_arrives_as_zeros():
+    """Without the warm-up most of guest RAM is zeros: those pages go as
+    ZERO records (8 bytes each, no data), the destination writes zeros, and
+    its hash check of every page proves they arrived as such."""
+    with running_vm(mem=64 * MiB, seed=55, warm=False, prefault=False) as vm:
+        vm.run_writer(20_000)
+        time.sleep(0.1)
+        vm.hold()  # RAM stays as counted below
+        zero_before = count_zero_pages(vm.data.addr, vm.slot_pages)
+        result = _in_process(vm)
+    report = result["report"]
+    assert report.converged and report.verified
+    first = report.iterations[0]
+    assert first.pages == vm.slot_pages and 0 < zero_before < vm.slot_pages
+    # iteration 0: the data pages in full, the zero pages as their index;
+    # the record headers (8 bytes per 1024 data pages or 65536 zero ones) aside
+    data_pages = vm.slot_pages - zero_before
+    assert data_pages * 4104 + zero_before * ZERO_WIRE_BYTES <= first.bytes
+    assert first.bytes <= data_pages * 4104 + zero_before * ZERO_WIRE_BYTES + 8 * (data_pages // 1024 + 2)
+    with result["arrival"].vm as arrived:
+        assert count_zero_pages(arrived.data.addr, arrived.slot_pages) > 0
+
+
 def test_corrupted_page_is_refused_and_the_source_keeps_running(source_vm):
     def flip(offset, data):
         if offset <= 5_000_000 < offset + len(data):
@@ -250,7 +275,7 @@ def _send_to_destination(payload):
     return errors[0], json.loads(reply)
 
 
-def _header(meta=None, magic=MAGIC, version=1, raw=None):
+def _header(meta=None, magic=MAGIC, version=VERSION, raw=None):
     meta = meta if meta is not None else {"mem": 64 * MiB, "vcpus": 1, "seed": 1, "page-size": 4096,
                                           "control-size": 2 * MiB, "logs": [[[0, 1, 0, 16384, "random", 0, 0]]]}
     body = raw if raw is not None else json.dumps(meta).encode()
@@ -268,6 +293,8 @@ def _header(meta=None, magic=MAGIC, version=1, raw=None):
     (_header() + RECORD.pack(2, 12), "CONTROL record of 12 bytes"),
     (_header() + RECORD.pack(99, 0), "unknown migration record type 99"),
     (_header() + RECORD.pack(PAGES, 1) + b"\0" * 100, "truncated"),
+    (_header() + RECORD.pack(ZERO, 1) + struct.pack("<Q", 1 << 40), "outside guest RAM"),
+    (_header() + RECORD.pack(ZERO, 0), "ZERO record with 0 pages"),
     (_header() + RECORD.pack(5, 0), "END before the control slot"),
 ])
 def test_hostile_streams_are_refused_with_a_clear_error(payload, message):
@@ -286,9 +313,12 @@ def test_predict_cli_table(cli):
     times = [t for t, _ in out["curve"]]
     pages = [p for _, p in out["curve"]]
     assert times == sorted(times) and pages == sorted(pages) and 300 in [round(t) for t in times]
-    table = {(v["bandwidth-bps"], v["downtime-ms"]): v["converges"] for v in out["table"]}
-    assert len(table) == 16
+    # downtime-ms null: unlimited downtime
+    table = {(v["bandwidth-bps"], v["downtime-ms"] or float("inf")): v["converges"] for v in out["table"]}
+    assert len(table) == 25
     assert table[(100e6, 50.0)] is False and table[(25e9, 1000.0)] is True
+    assert all(table[(bw, float("inf"))] for bw, _ in table)  # with no downtime limit, it always ends
+    assert out["curve-measurement"] == "one-run"
     # more bandwidth or more downtime never turns a yes into a no
     for (bw, dt), yes in table.items():
         for (bw2, dt2), yes2 in table.items():
@@ -309,7 +339,8 @@ class _InjectBeforeEnd:
     inserts `extra` just before the END record.  It forwards everything at
     once but for a record header it has not seen whole (a few bytes)."""
 
-    SIZES = {1: lambda n: n * (8 + 4096), 2: lambda n: n, 3: lambda n: n, 4: lambda n: n * 8, 6: lambda n: n}
+    SIZES = {1: lambda n: n * (8 + 4096), 2: lambda n: n, 3: lambda n: n, 4: lambda n: n * 8, 6: lambda n: n,
+             7: lambda n: n * 8}
 
     def __init__(self, extra):
         self.extra, self.buf, self.pos, self.done = extra, b"", 0, False

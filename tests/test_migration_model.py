@@ -49,3 +49,29 @@ def test_fast_writer_does_not_converge_and_says_why():
 def test_iteration_limit():
     p = simulate_precopy(uniform_curve(65536, 20_000), Link(1e9), 0.3, max_iterations=1)
     assert not p.converges and len(p.iterations) == 1
+
+
+def test_zero_pages_cost_their_index_in_the_first_pass():
+    curve = DirtyCurve(((0.1, 100.0), (1.0, 500.0)), 262144)
+    link = Link(1e9, tcp_overhead=False)
+    full = simulate_precopy(curve, link, 0.3)
+    sparse = simulate_precopy(curve, link, 0.3, zero_pages=200_000)
+    assert full.iterations[0].bytes == 262144 * PAGE_WIRE_BYTES
+    assert sparse.iterations[0].bytes == 62144 * PAGE_WIRE_BYTES + 200_000 * 8
+    assert sparse.total_seconds < full.total_seconds
+
+
+def test_the_authors_table_marks_what_does_not_converge():
+    from kvmharness.commands.predict import prediction_table
+    from kvmharness.migration.predict import verdict
+
+    curve = DirtyCurve(((0.05, 5000.0), (0.3, 30000.0), (1.0, 90000.0)), 262144)
+    links = [Link(b) for b in (100e6, 25e9)]
+    downtimes = [0.05, 1.0, math.inf]
+    verdicts = {(link, d): verdict(curve, link, d) for link in links for d in downtimes}
+    lines = prediction_table(verdicts, links, downtimes, [100e6, 25e9]).splitlines()
+    assert lines[0].split() == ["bandwidth", "|", "50", "ms", "|", "1000", "ms", "|", "unlimited"]
+    slow, fast = lines[2], lines[3]
+    assert slow.split("|")[1].strip() == "-" and slow.split("|")[3].strip().endswith("s")
+    assert all(cell.strip().endswith("s") for cell in fast.split("|")[1:])
+    assert verdicts[(links[0], math.inf)].seed["converges"] and verdicts[(links[0], math.inf)].model.converges

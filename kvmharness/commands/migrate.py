@@ -26,8 +26,8 @@ def main(args):
         prediction = None
         if args.predict_link:
             link = Link(args.predict_link)
-            curve, verdicts = predict_for(vm, [link], [args.downtime], max_iterations=args.max_iterations)
-            prediction = verdicts[(link, args.downtime)]
+            measured, verdicts = predict_for(vm, [link], [args.downtime], max_iterations=args.max_iterations)
+            curve, prediction = measured.curve, verdicts[(link, args.downtime)]
         try:
             report = migrate_out(vm, sock, args.downtime, args.max_iterations,
                                  args.bandwidth / 8 if args.bandwidth else None, secret)

@@ -3,6 +3,7 @@ pre-copy migration converges over a link, with the seed's rule and a
 pre-copy model."""
 
 import json
+import math
 
 from .. import units
 from ..dirtyrate import modes
@@ -20,21 +21,28 @@ def main(args):
     links = [Link(b, args.tcp_overhead) for b in links]
     ring = 0 if modes.needs_ring(args.mode) else None
     with measurement_vm(args, ring) as (vm, _):
-        curve, verdicts = predict_for(vm, links, downtimes, args.mode, args.max_iterations)
+        measured, verdicts = predict_for(vm, links, downtimes, args.mode, args.max_iterations,
+                                         one_run=args.curve == "one-run")
+    curve = measured.curve
     main = verdicts[(links[0], args.downtime)]
+    bandwidths = sorted({link.bits_per_second for link in links})
+    ordered = sorted(downtimes)
     table = [verdicts[(link, d)] for link in sorted(links, key=lambda link: link.goodput)
-             for d in sorted(downtimes)] if args.table else []
+             for d in ordered] if args.table else []
     if args.json:
         out = {"converges": main.model.converges, "mode": args.mode, "mem": args.mem, "wps": args.wps,
-               **main.to_json(),
+               "pattern": args.pattern, **main.to_json(),
                "curve": [[round(t * 1e3, 3), round(p)] for t, p in curve.points],
+               "curve-measurement": args.curve, "curve-seconds": round(measured.seconds, 3),
+               "zero-pages": round(measured.zero_pages),
                "fitted-pages-per-second": round(curve.rate, 1)}
         if table:
             out["table"] = [v.to_json() for v in table]
         print(json.dumps(out, indent=2))
         return 0
-    print(f"dirty(t), {args.mode}: " + ", ".join(f"{t * 1e3:.0f} ms: {p:.0f}" for t, p in curve.points)
-          + f" pages (fitted {curve.rate:.0f} pages/s)")
+    print(f"dirty(t), {args.mode}, measured in {measured.seconds:.2f} s ({args.curve}): "
+          + ", ".join(f"{t * 1e3:.0f} ms: {p:.0f}" for t, p in curve.points)
+          + f" pages (fitted {curve.rate:.0f} pages/s); {measured.zero_pages:.0f} zero pages")
     seed = main.seed
     print(f"seed's rule: {seed['dirty-bytes'] / 2**20:.1f} MiB dirtied in {args.downtime * 1e3:.0f} ms take "
           f"{seed['transfer-seconds'] * 1e3:.1f} ms over {units.format_bandwidth(args.bandwidth)}: "
@@ -44,9 +52,22 @@ def main(args):
           f"{len(m.iterations)} iterations, total {m.total_seconds:.2f} s, downtime {m.downtime_seconds * 1e3:.1f} ms")
     if table:
         print()
-        print(f"{'bandwidth':>12} {'downtime':>9} {'seed':>6} {'model':>6} {'iters':>5} {'total s':>8} {'down ms':>8}")
-        for v in table:
-            print(f"{units.format_bandwidth(v.bits_per_second):>12} {v.downtime * 1e3:>7.0f}ms "
-                  f"{'yes' if v.seed['converges'] else 'no':>6} {'yes' if v.model.converges else 'no':>6} "
-                  f"{len(v.model.iterations):>5} {v.model.total_seconds:>8.2f} {v.model.downtime_seconds * 1e3:>8.1f}")
+        print(prediction_table(verdicts, links, ordered, bandwidths))
     return 0
+
+
+def prediction_table(verdicts, links, downtimes, bandwidths):
+    """The seed author's table: a row per bandwidth, a column per downtime
+    limit (and unlimited), each cell the predicted total migration time, or
+    "-" where pre-copy would not converge."""
+    by_bandwidth = {link.bits_per_second: link for link in links}
+    heads = ["unlimited" if math.isinf(d) else f"{d * 1e3:g} ms" for d in downtimes]
+    lines = [f"{'bandwidth':>12} | " + " | ".join(f"{h:>9}" for h in heads)]
+    lines.append("-" * len(lines[0]))
+    for bw in bandwidths:
+        cells = []
+        for d in downtimes:
+            m = verdicts[(by_bandwidth[bw], d)].model
+            cells.append(f"{m.total_seconds:>8.2f}s" if m.converges else f"{'-':>9}")
+        lines.append(f"{units.format_bandwidth(bw):>12} | " + " | ".join(cells))
+    return "\n".join(lines)

@@ -14,8 +14,8 @@ import numpy as np
 from ..errors import HarnessError
 from ..microvm.machine import MicroVm
 from .auth import authenticate_source
-from .stream import (ABORT, CONTROL, END, HASHES, PAGES, RECORD_NAMES, VCPU, StreamError, StreamReader, boot_id,
-                     decode_meta, read_reply, send_line, send_reply)
+from .stream import (ABORT, CONTROL, END, HASHES, PAGES, RECORD_NAMES, VCPU, ZERO, StreamError, StreamReader,
+                     boot_id, decode_meta, read_reply, send_line, send_reply)
 
 GO_TIMEOUT = 30.0  # after "ready"; the source answers at once, or never
 STREAM_IDLE_TIMEOUT = 60.0  # a source that sends nothing for this long is gone
@@ -59,6 +59,9 @@ def migrate_in(sock, secret=None):
                 raise StreamError(f"{RECORD_NAMES[rtype]} record after the page hashes")
             if rtype == PAGES:
                 pages[payload["index"]] = payload["data"]
+                received += len(payload)
+            elif rtype == ZERO:
+                pages[payload] = 0
                 received += len(payload)
             elif rtype == CONTROL:
                 vm.control.write(0, payload)

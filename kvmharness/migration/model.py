@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ..microvm.guest import PAGE_SIZE
 
 PAGE_WIRE_BYTES = PAGE_SIZE + 8
+ZERO_WIRE_BYTES = 8  # a zero page crosses as its index, no data (QEMU: the zero page flag)
 # TCP over Ethernet, MTU 1500: 1448 payload bytes (20 IP + 20 TCP + 12
 # timestamp option) per 1538 bytes on the wire (frame, preamble, gap).
 TCP_EFFICIENCY = 1448 / 1538
@@ -117,13 +118,18 @@ def seed_verdict(dirty_pages_in_downtime, downtime, link):
             "transfer-seconds": round(transfer, 6)}
 
 
-def simulate_precopy(curve, link, downtime, max_iterations=30, resident_pages=None, switch_seconds=0.0):
+def simulate_precopy(curve, link, downtime, max_iterations=30, resident_pages=None, switch_seconds=0.0,
+                     zero_pages=0):
     """Iterate pre-copy on the curve; QEMU's switch-over rule.  The predicted
     downtime is the last copy plus `switch_seconds`, the fixed cost of the
-    switch-over itself (for us: hashing every page on both sides)."""
+    switch-over itself (for us: hashing every page on both sides).
+    Iteration 0 sends `zero_pages` as flags (ZERO_WIRE_BYTES each); the
+    pages dirtied later hold data."""
     npages = curve.npages if resident_pages is None else resident_pages
+    zero_pages = min(max(zero_pages, 0), npages)
     limit_bytes = link.goodput * downtime
-    iterations = [Iteration(npages, npages * PAGE_WIRE_BYTES, npages * PAGE_WIRE_BYTES / link.goodput)]
+    first = (npages - zero_pages) * PAGE_WIRE_BYTES + zero_pages * ZERO_WIRE_BYTES
+    iterations = [Iteration(npages, first, first / link.goodput)]
     best = math.inf
     stalled = 0
     while True:

@@ -1,36 +1,61 @@
 """`predict`: measure dirty(t) on the running guest, then give the seed's
-one-window verdict and the pre-copy model's, for one link or a table."""
+one-window verdict and the pre-copy model's, for one link or a table.
 
+dirty(t) comes from one calc-dirty-rate window with x-periods (the whole
+curve from one clean start, as the seed author's unmerged series measured
+it), so a prediction takes about one window of the first iteration's
+length plus set-up; `one_run=False` measures one window per point, as
+before (kept to compare the two: scripts/bench_predict.py).
+"""
+
+import math
 import time
 from dataclasses import dataclass
 
-from ..dirtyrate.monitor import MAX_CALC_TIME_MS, MIN_CALC_TIME_MS
+from ..dirtyrate.monitor import MAX_CALC_TIME_MS, MIN_CALC_TIME_MS, default_periods
 from .model import PAGE_WIRE_BYTES, DirtyCurve, seed_verdict, simulate_precopy
 
 BASE_WINDOWS_MS = (50, 100, 200, 500, 1000, 2000, 5000)
 LONGEST_DEFAULT_MS = 10_000
-TABLE_BANDWIDTHS = (100e6, 1e9, 10e9, 25e9)
-TABLE_DOWNTIMES = (0.05, 0.1, 0.3, 1.0)
+TABLE_BANDWIDTHS = (100e6, 1e9, 2.5e9, 10e9, 25e9)
+TABLE_DOWNTIMES = (0.05, 0.1, 0.3, 1.0, math.inf)  # inf: unlimited downtime (stop after one pass)
 
 
-def curve_windows(downtimes, npages, slowest_link, longest_ms=LONGEST_DEFAULT_MS):
+def curve_windows(downtimes, npages, slowest_link, longest_ms=LONGEST_DEFAULT_MS, dense=False):
     """The windows to measure: every downtime asked about (the seed's rule
     needs a window of exactly that length), and a ladder from 50 ms up to
     the first iteration's length (a full copy over the slowest link),
-    capped at `longest_ms`; the model extrapolates beyond."""
+    capped at `longest_ms`; the model extrapolates beyond.  `dense` adds
+    the default x-periods (free when the curve comes from one window)."""
     full_copy_ms = npages * PAGE_WIRE_BYTES / slowest_link.goodput * 1e3
     top = min(max(full_copy_ms, max(downtimes) * 1e3), longest_ms, MAX_CALC_TIME_MS)
     ladder = [w for w in BASE_WINDOWS_MS if w <= top] + [int(top)]
-    wanted = {round(d * 1e3) for d in downtimes} | set(ladder)
+    if dense:
+        ladder += list(default_periods(int(top)))
+    wanted = {round(d * 1e3) for d in downtimes if math.isfinite(d)} | set(ladder)
     return sorted(w for w in wanted if MIN_CALC_TIME_MS <= w <= MAX_CALC_TIME_MS)
 
 
-def measure_curve(vm, monitor, mode, windows_ms):
-    points = []
-    for ms in windows_ms:
-        result = monitor.measure(ms, "millisecond", mode=mode)
-        points.append((result.window_us / 1e6, float(result.dirty_pages)))
-    return DirtyCurve(tuple(sorted(points)), vm.slot_pages)
+@dataclass(frozen=True)
+class CurveMeasurement:
+    curve: DirtyCurve
+    zero_pages: float  # at the end of the measurement
+    seconds: float  # wall time it took
+
+
+def measure_curve(vm, monitor, mode, windows_ms, one_run=True):
+    """dirty(t) at `windows_ms`: one window with a period at each (one_run),
+    or one window per point."""
+    t0 = time.perf_counter()
+    if one_run:
+        result = monitor.measure(windows_ms[-1], "millisecond", mode=mode, periods=list(windows_ms))
+        points = [(p.window_us / 1e6, float(p.dirty_pages)) for p in result.periods]
+    else:
+        results = [monitor.measure(ms, "millisecond", mode=mode) for ms in windows_ms]
+        points = [(r.window_us / 1e6, float(r.dirty_pages)) for r in results]
+        result = results[-1]
+    return CurveMeasurement(DirtyCurve(tuple(sorted(points)), vm.slot_pages), result.zero_pages or 0.0,
+                            time.perf_counter() - t0)
 
 
 @dataclass(frozen=True)
@@ -41,13 +66,19 @@ class Verdict:
     model: object  # Prediction
 
     def to_json(self):
-        return {"bandwidth-bps": self.bits_per_second, "downtime-ms": round(self.downtime * 1e3, 3),
+        downtime = round(self.downtime * 1e3, 3) if math.isfinite(self.downtime) else None  # null: unlimited
+        return {"bandwidth-bps": self.bits_per_second, "downtime-ms": downtime,
                 "seed-verdict": self.seed, "model": self.model.to_json(), "converges": self.model.converges}
 
 
-def verdict(curve, link, downtime, max_iterations=30, switch_seconds=0.0):
-    return Verdict(link.bits_per_second, downtime, seed_verdict(curve.at(downtime), downtime, link),
-                   simulate_precopy(curve, link, downtime, max_iterations, switch_seconds=switch_seconds))
+def verdict(curve, link, downtime, max_iterations=30, switch_seconds=0.0, zero_pages=0.0):
+    if math.isinf(downtime):  # no downtime limit: the seed's rule has nothing to measure
+        seed = {"converges": True, "dirty-bytes": None, "transfer-seconds": None}
+    else:
+        seed = seed_verdict(curve.at(downtime), downtime, link)
+    return Verdict(link.bits_per_second, downtime, seed,
+                   simulate_precopy(curve, link, downtime, max_iterations, switch_seconds=switch_seconds,
+                                    zero_pages=zero_pages))
 
 
 def switch_over_cost(vm):
@@ -58,12 +89,13 @@ def switch_over_cost(vm):
     return 2 * (time.perf_counter() - t0)
 
 
-def predict_for(vm, links, downtimes, mode="dirty-bitmap", max_iterations=30):
+def predict_for(vm, links, downtimes, mode="dirty-bitmap", max_iterations=30, one_run=True):
     """Measure this VM's dirty(t) once and predict its migration over every
-    link and downtime: (curve, {(link, downtime): Verdict})."""
+    link and downtime: (CurveMeasurement, {(link, downtime): Verdict})."""
     from ..dirtyrate import DirtyRateMonitor
 
-    windows = curve_windows(downtimes, vm.slot_pages, min(links, key=lambda link: link.goodput))
-    curve = measure_curve(vm, DirtyRateMonitor(vm), mode, windows)
+    windows = curve_windows(downtimes, vm.slot_pages, min(links, key=lambda link: link.goodput), dense=one_run)
+    measured = measure_curve(vm, DirtyRateMonitor(vm), mode, windows, one_run)
     switch = switch_over_cost(vm)
-    return curve, {(link, d): verdict(curve, link, d, max_iterations, switch) for link in links for d in downtimes}
+    return measured, {(link, d): verdict(measured.curve, link, d, max_iterations, switch, measured.zero_pages)
+                      for link in links for d in downtimes}

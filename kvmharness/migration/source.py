@@ -20,6 +20,7 @@ import numpy as np
 from ..dirtyrate.trackers.bitmap import DirtyBitmapTracker
 from ..errors import HarnessError
 from ..kvm import uapi
+from ..microvm.page_hash import zero_page_mask
 from .auth import authenticate_destination
 from .model import PAGE_WIRE_BYTES, Iteration
 from .stream import StreamWriter, boot_id, encode_meta, read_reply, send_line
@@ -84,7 +85,7 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, se
         pending = np.arange(vm.slot_pages, dtype=np.uint64)
         while True:
             t0, b0 = time.perf_counter(), writer.bytes_sent
-            writer.pages(pending, pages)
+            writer.pages(pending, pages, zero_page_mask(vm.data.addr, pending))
             seconds = time.perf_counter() - t0
             iterations.append(Iteration(len(pending), writer.bytes_sent - b0, seconds))
             rate = bytes_per_second or (writer.bytes_sent - b0) / max(seconds, 1e-6)
@@ -125,7 +126,7 @@ def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start, dow
         counters = tuple(vm.counters())
         log.sync()
         final = np.union1d(pending, log.dirty_pages())
-        writer.pages(final, pages)
+        writer.pages(final, pages, zero_page_mask(vm.data.addr, final))
         writer.control(vm.control.read(0, vm.control.size))
         for k in sorted(states):
             writer.vcpu(k, *states[k])

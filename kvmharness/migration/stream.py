@@ -3,6 +3,7 @@
     header   "KVMHMIG\\0", u32 version, u32 flags (0), u32 meta length, meta (JSON)
     record   u8 type, 3 bytes 0, u32 n, then by type:
       PAGES    n x (u64 page index, 4096 bytes)          n <= 1024
+      ZERO     n x u64 page index: pages of zeros, no data n <= 65536
       CONTROL  n bytes: the whole control slot           n == control slot size
       VCPU     n bytes: u32 id, u32 0, u64 TSC, kvm_regs, kvm_sregs
       HASHES   n x u64: XXH64 (seed 1) of every data page, n == data pages
@@ -54,14 +55,17 @@ from ..microvm.replay import WriterLog, WriterStream
 from .. import patterns
 
 MAGIC = b"KVMHMIG\x00"
-VERSION = 1
+VERSION = 2  # 2: ZERO records, writer logs with read threshold and table seed
 HEADER = struct.Struct("<8sIII")
 RECORD = struct.Struct("<B3xI")
 VCPU_HEAD = struct.Struct("<IIQ")
-PAGES, CONTROL, VCPU, HASHES, END, ABORT = 1, 2, 3, 4, 5, 6
-RECORD_NAMES = {PAGES: "PAGES", CONTROL: "CONTROL", VCPU: "VCPU", HASHES: "HASHES", END: "END", ABORT: "ABORT"}
+PAGES, CONTROL, VCPU, HASHES, END, ABORT, ZERO = 1, 2, 3, 4, 5, 6, 7
+RECORD_NAMES = {PAGES: "PAGES", CONTROL: "CONTROL", VCPU: "VCPU", HASHES: "HASHES", END: "END", ABORT: "ABORT",
+                ZERO: "ZERO"}
 MAX_META = 1 << 20
 MAX_PAGES_PER_RECORD = 1024
+MAX_ZERO_PER_RECORD = 65536
+ZERO_WIRE_BYTES = 8  # a zero page's index, as QEMU's RAM_SAVE_FLAG_ZERO page costs its header
 MAX_ABORT = 4096
 MAX_REPLY = 65536
 PAGE_ENTRY = np.dtype([("index", "<u8"), ("data", "u1", PAGE_SIZE)])
@@ -204,8 +208,16 @@ class StreamWriter:
         body = json.dumps(meta).encode()
         self._send(HEADER.pack(MAGIC, VERSION, 0, len(body)), body)
 
-    def pages(self, indices, data_pages):
-        """Send pages `indices` (uint64) of `data_pages` (an [npages, 4096] uint8 view)."""
+    def pages(self, indices, data_pages, zero=None):
+        """Send pages `indices` (uint64) of `data_pages` (an [npages, 4096]
+        uint8 view); those where the mask `zero` is set go as ZERO records,
+        their index only (QEMU's zero page flag)."""
+        if zero is not None and zero.any():
+            zeros = indices[zero]
+            for lo in range(0, len(zeros), MAX_ZERO_PER_RECORD):
+                chunk = np.ascontiguousarray(zeros[lo : lo + MAX_ZERO_PER_RECORD], dtype="<u8")
+                self._send(RECORD.pack(ZERO, len(chunk)), chunk.tobytes())
+            indices = indices[~zero]
         for lo in range(0, len(indices), MAX_PAGES_PER_RECORD):
             chunk = indices[lo : lo + MAX_PAGES_PER_RECORD]
             entries = np.empty(len(chunk), dtype=PAGE_ENTRY)
@@ -281,6 +293,14 @@ class StreamReader:
                 raise StreamError(f"page index {int(entries['index'][bad][0])} is outside guest RAM "
                                   f"({npages} pages)")
             return rtype, entries
+        if rtype == ZERO:
+            if not 0 < n <= MAX_ZERO_PER_RECORD:
+                raise StreamError(f"ZERO record with {n} pages (1..{MAX_ZERO_PER_RECORD} allowed)")
+            indices = np.frombuffer(self.read_exact(n * 8, "a ZERO record"), dtype="<u8")
+            if (indices >= npages).any():
+                raise StreamError(f"page index {int(indices[indices >= npages][0])} is outside guest RAM "
+                                  f"({npages} pages)")
+            return rtype, indices
         if rtype == CONTROL:
             if n != control_size:
                 raise StreamError(f"CONTROL record of {n} bytes, the control slot has {control_size}")
