@@ -178,6 +178,10 @@ def build_parser():
     p.add_argument("--bandwidth", type=_arg(units.parse_bandwidth),
                    help="cap the migration's own sending rate (default: as fast as the link goes)")
     p.add_argument("--secret-file", help="shared secret the destination must prove (see migrate-listen)")
+    p.add_argument("--verify", choices=["sent", "full"], default="sent",
+                   help="sent (default): every page hashed as it is sent and received, nothing added to the "
+                        "downtime; full: all of RAM hashed with the vCPUs stopped, which also proves the "
+                        "dirty log missed no page")
     p.add_argument("--predict-link", type=_arg(units.parse_bandwidth),
                    help="first predict the migration over a link of this bandwidth (dirty-bitmap dirty(t)), "
                         "then migrate and report both")

@@ -50,7 +50,7 @@ ffi.set_source(
     "kvmharness._native",
     '#include <linux/kvm.h>\n#include "kvmh.h"\n#include "layout.h"\n',
     sources=[os.path.relpath(os.path.join(NATIVE, c), ROOT)
-             for c in ("kvmh.c", "dirty_ring.c", "page_hash.c", "alias.c", "zero_page.c")],
+             for c in ("kvmh.c", "dirty_ring.c", "page_hash.c", "alias.c", "zero_page.c", "copy_pages.c")],
     include_dirs=[NATIVE, GUEST],
     extra_objects=[_assemble_guest()],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],

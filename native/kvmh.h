@@ -20,6 +20,10 @@ void kvmh_hash_pages(const unsigned char *base, const uint64_t *pages, size_t co
 uint64_t kvmh_zero_pages(const unsigned char *base, const uint64_t *pages, size_t count, uint64_t page_size, uint8_t *is_zero);
 uint64_t kvmh_count_zero_pages(const unsigned char *base, uint64_t npages, uint64_t page_size);
 
+/* copy_pages.c */
+void kvmh_gather_pages(const unsigned char *base, const uint64_t *pages, size_t count, uint64_t page_size, unsigned char *out, uint64_t *hashes);
+void kvmh_scatter_pages(const unsigned char *in, const uint64_t *pages, size_t count, uint64_t page_size, unsigned char *base, uint64_t *hashes);
+
 /* alias.c */
 int kvmh_alias_build(const uint64_t *mass, uint32_t n, uint64_t *table);
 

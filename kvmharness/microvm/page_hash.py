@@ -34,3 +34,22 @@ def zero_page_mask(base_addr, pages):
 def count_zero_pages(base_addr, npages):
     """How many of the `npages` pages at `base_addr` hold only zeros."""
     return int(lib.kvmh_count_zero_pages(ffi.cast("const unsigned char *", base_addr), npages, PAGE_SIZE))
+
+
+def gather_pages(base_addr, pages, out, hashes):
+    """Copy pages `pages` of the memory at `base_addr` into the [n, 4096]
+    uint8 array `out`, and their hashes into `hashes` (uint64, n)."""
+    pages = np.ascontiguousarray(pages, dtype=np.uint64)
+    lib.kvmh_gather_pages(ffi.cast("const unsigned char *", base_addr), ffi.cast("const uint64_t *", pages.ctypes.data),
+                          len(pages), PAGE_SIZE, ffi.cast("unsigned char *", out.ctypes.data),
+                          ffi.cast("uint64_t *", hashes.ctypes.data))
+
+
+def scatter_pages(data, pages, base_addr, hashes):
+    """Copy the [n, 4096] uint8 array `data` into pages `pages` of the
+    memory at `base_addr`, hashing each page into `hashes` (uint64, n).
+    The caller has checked every index against the memory's size."""
+    pages = np.ascontiguousarray(pages, dtype=np.uint64)
+    lib.kvmh_scatter_pages(ffi.cast("const unsigned char *", data.ctypes.data),
+                           ffi.cast("const uint64_t *", pages.ctypes.data), len(pages), PAGE_SIZE,
+                           ffi.cast("unsigned char *", base_addr), ffi.cast("uint64_t *", hashes.ctypes.data))

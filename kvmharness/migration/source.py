@@ -22,7 +22,7 @@ from ..errors import HarnessError
 from ..kvm import uapi
 from ..microvm.page_hash import zero_page_mask
 from .auth import authenticate_destination
-from .model import PAGE_WIRE_BYTES, Iteration
+from .model import PAGE_WIRE_BYTES, Iteration, switch_now
 from .stream import StreamWriter, boot_id, encode_meta, read_reply, send_line
 
 # How long the source waits for the destination's "ready" once it has
@@ -47,7 +47,7 @@ class MigrationReport:
     total_seconds: float
     downtime_seconds: float  # vCPUs stopped here until the guest ran again there (see downtime_basis)
     downtime_basis: str  # "same-host-clock": pause to resume, exact; "round-trip": until the answer came
-    hash_seconds: float  # of which: hashing every page here (the destination reports its own)
+    hash_seconds: float  # of which: hashing all of RAM here (verify="full"; 0 otherwise)
     switch_counters: tuple  # the guest's write counters at the switch-over
     destination: dict  # the destination's answer
     reason: str
@@ -69,13 +69,22 @@ class MigrationReport:
         }
 
 
-def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, secret=None):
+VERIFY = ("sent", "full")
+
+
+def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, secret=None, verify="sent"):
     """Migrate the running `vm` over connected socket `sock`, to a
-    destination that proves `secret` (see auth.py; None: loopback use)."""
+    destination that proves `secret` (see auth.py; None: loopback use).
+    `verify`: "sent" hashes each page as it is sent (the transfer is
+    proven, nothing is added to the downtime); "full" hashes all of RAM
+    with the vCPUs stopped instead, which also proves the dirty log missed
+    nothing (stream.py)."""
+    if verify not in VERIFY:
+        raise HarnessError(f"verify must be one of {', '.join(VERIFY)}")
     authenticate_destination(sock, secret)
     writer = StreamWriter(sock, bytes_per_second)
     log = DirtyBitmapTracker(vm)
-    pages = vm.data_pages()
+    sent_hashes = np.zeros(vm.slot_pages, dtype=np.uint64)
     iterations = []
     t_start = time.perf_counter()
     writer.header(encode_meta(vm.config, vm.control.size, vm.logs))
@@ -85,13 +94,14 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, se
         pending = np.arange(vm.slot_pages, dtype=np.uint64)
         while True:
             t0, b0 = time.perf_counter(), writer.bytes_sent
-            writer.pages(pending, pages, zero_page_mask(vm.data.addr, pending))
+            writer.pages(pending, vm.data.addr, zero_page_mask(vm.data.addr, pending), sent_hashes)
             seconds = time.perf_counter() - t0
             iterations.append(Iteration(len(pending), writer.bytes_sent - b0, seconds))
             rate = bytes_per_second or (writer.bytes_sent - b0) / max(seconds, 1e-6)
             log.sync()
             pending = log.dirty_pages()
-            if len(pending) * PAGE_WIRE_BYTES <= rate * downtime:
+            if switch_now(len(pending) * PAGE_WIRE_BYTES, rate * downtime, rate, seconds, len(iterations),
+                          max_iterations):
                 break
             if len(iterations) >= max_iterations:
                 writer.abort(f"no convergence after {max_iterations} iterations")
@@ -100,12 +110,13 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, se
                 return MigrationReport(False, False, tuple(iterations), 0,
                                        time.perf_counter() - t_start, 0.0, "none", 0.0, tuple(vm.counters()),
                                        {"status": "aborted"}, reason)
-        return _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start, downtime)
+        return _switch_over(vm, sock, writer, log, pending, iterations, t_start, downtime, sent_hashes,
+                            verify)
     finally:
         log.close()
 
 
-def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start, downtime):
+def _switch_over(vm, sock, writer, log, pending, iterations, t_start, downtime, sent_hashes, verify):
     states = {}
 
     def capture(vcpu):
@@ -126,12 +137,12 @@ def _switch_over(vm, sock, writer, log, pages, pending, iterations, t_start, dow
         counters = tuple(vm.counters())
         log.sync()
         final = np.union1d(pending, log.dirty_pages())
-        writer.pages(final, pages, zero_page_mask(vm.data.addr, final))
+        writer.pages(final, vm.data.addr, zero_page_mask(vm.data.addr, final), sent_hashes)
         writer.control(vm.control.read(0, vm.control.size))
         for k in sorted(states):
             writer.vcpu(k, *states[k])
         t_hash = time.perf_counter()
-        hashes = vm.page_hashes()
+        hashes = vm.page_hashes() if verify == "full" else sent_hashes
         hash_seconds = time.perf_counter() - t_hash
         writer.hashes(hashes)
         writer.end()

@@ -2,11 +2,12 @@
 
     header   "KVMHMIG\\0", u32 version, u32 flags (0), u32 meta length, meta (JSON)
     record   u8 type, 3 bytes 0, u32 n, then by type:
-      PAGES    n x (u64 page index, 4096 bytes)          n <= 1024
+      PAGES    n x u64 page index, then n x 4096 bytes     n <= 1024
       ZERO     n x u64 page index: pages of zeros, no data n <= 65536
       CONTROL  n bytes: the whole control slot           n == control slot size
       VCPU     n bytes: u32 id, u32 0, u64 TSC, kvm_regs, kvm_sregs
-      HASHES   n x u64: XXH64 (seed 1) of every data page, n == data pages
+      HASHES   n x u64: XXH64 (seed 1) of every data page as last sent,
+               n == data pages (zero pages: the zero page's hash)
       END      n == 0: switch over
       ABORT    n bytes of UTF-8: the source gives up
     switch-over, after END, in lines of JSON (a two-phase commit):
@@ -36,8 +37,18 @@ receiving them.
 Everything is little-endian.  The receiver checks each record against the
 header before acting on it: a page index past the data slot, a length that
 does not match, an unknown type, a truncated stream: each is refused with a
-message, and nothing is ever written outside guest RAM.  The page entry
-(8-byte header + page) costs the same 4104 bytes as in QEMU's RAM stream.
+message, and nothing is ever written outside guest RAM.  A page costs 4104
+bytes (its index and its data), as in QEMU's RAM stream; indices come
+first in a record so that both ends move the data in one piece.
+
+The hashes are taken while the pages move (each end hashes the very copy
+it sent or received, so the hash of a page the guest was writing matches
+what crossed), not in a pass over all of RAM during the downtime.  They
+prove the transfer; that the dirty log missed no page is what `verify=
+"full"` adds: the source hashes all of RAM with the vCPUs stopped and
+sends that instead, so a page that changed without being logged and sent
+again shows up as a mismatch (the tests' replay checks the same after
+every migration).
 """
 
 import ctypes
@@ -51,6 +62,7 @@ from ..errors import HarnessError, StreamError
 from ..kvm import uapi
 from ..microvm.guest import MAX_VCPUS, PAGE_SIZE
 from ..microvm.machine import VmConfig
+from ..microvm.page_hash import ZERO_PAGE_HASH, gather_pages
 from ..microvm.replay import WriterLog, WriterStream
 from .. import patterns
 
@@ -68,7 +80,6 @@ MAX_ZERO_PER_RECORD = 65536
 ZERO_WIRE_BYTES = 8  # a zero page's index, as QEMU's RAM_SAVE_FLAG_ZERO page costs its header
 MAX_ABORT = 4096
 MAX_REPLY = 65536
-PAGE_ENTRY = np.dtype([("index", "<u8"), ("data", "u1", PAGE_SIZE)])
 VCPU_BYTES = VCPU_HEAD.size + ctypes.sizeof(uapi.kvm_regs) + ctypes.sizeof(uapi.kvm_sregs)
 
 
@@ -194,6 +205,7 @@ class StreamWriter:
     def __init__(self, sock, bytes_per_second=None):
         self.sock = sock
         self.pacer = Pacer(bytes_per_second)
+        self._buffer = np.empty((MAX_PAGES_PER_RECORD, PAGE_SIZE), dtype=np.uint8)
 
     @property
     def bytes_sent(self):
@@ -202,28 +214,31 @@ class StreamWriter:
     def _send(self, *parts):
         for part in parts:
             self.sock.sendall(part)
-            self.pacer.account(len(part))
+            self.pacer.account(memoryview(part).nbytes)
 
     def header(self, meta):
         body = json.dumps(meta).encode()
         self._send(HEADER.pack(MAGIC, VERSION, 0, len(body)), body)
 
-    def pages(self, indices, data_pages, zero=None):
-        """Send pages `indices` (uint64) of `data_pages` (an [npages, 4096]
-        uint8 view); those where the mask `zero` is set go as ZERO records,
-        their index only (QEMU's zero page flag)."""
-        if zero is not None and zero.any():
+    def pages(self, indices, base_addr, zero, hashes):
+        """Send pages `indices` (uint64) of the guest RAM at `base_addr`;
+        those where the mask `zero` is set go as ZERO records, their index
+        only (QEMU's zero page flag).  `hashes` (per data page) gets the
+        hash of each page as sent."""
+        if zero.any():
             zeros = indices[zero]
             for lo in range(0, len(zeros), MAX_ZERO_PER_RECORD):
                 chunk = np.ascontiguousarray(zeros[lo : lo + MAX_ZERO_PER_RECORD], dtype="<u8")
                 self._send(RECORD.pack(ZERO, len(chunk)), chunk.tobytes())
+            hashes[zeros] = ZERO_PAGE_HASH
             indices = indices[~zero]
+        sent = np.empty(MAX_PAGES_PER_RECORD, dtype=np.uint64)
         for lo in range(0, len(indices), MAX_PAGES_PER_RECORD):
-            chunk = indices[lo : lo + MAX_PAGES_PER_RECORD]
-            entries = np.empty(len(chunk), dtype=PAGE_ENTRY)
-            entries["index"] = chunk
-            entries["data"] = data_pages[chunk]
-            self._send(RECORD.pack(PAGES, len(chunk)), entries.tobytes())
+            chunk = np.ascontiguousarray(indices[lo : lo + MAX_PAGES_PER_RECORD], dtype="<u8")
+            data = self._buffer[: len(chunk)]
+            gather_pages(base_addr, chunk, data, sent)  # one copy, hashed as it is made, then sent
+            hashes[chunk] = sent[: len(chunk)]
+            self._send(RECORD.pack(PAGES, len(chunk)) + chunk.tobytes(), data)
 
     def control(self, data):
         self._send(RECORD.pack(CONTROL, len(data)), data)
@@ -247,18 +262,22 @@ class StreamReader:
     def __init__(self, sock):
         self.sock = sock
         self.received = 0
+        self._buffer = np.empty((MAX_PAGES_PER_RECORD, PAGE_SIZE), dtype=np.uint8)
 
-    def read_exact(self, n, what):
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
+    def read_into(self, view, what):
+        """Fill the writable buffer `view` from the stream."""
+        view = memoryview(view).cast("B")
+        n, got = view.nbytes, 0
         while got < n:
             k = self.sock.recv_into(view[got:], n - got)
             if k == 0:
                 raise StreamError(f"migration stream truncated in {what} ({got} of {n} bytes)")
             got += k
         self.received += n
-        return bytes(buf)
+        return view
+
+    def read_exact(self, n, what):
+        return bytes(self.read_into(bytearray(n), what))
 
     def header(self):
         magic, version, flags, meta_len = HEADER.unpack(self.read_exact(HEADER.size, "the header"))
@@ -278,6 +297,14 @@ class StreamReader:
             raise StreamError("migration stream metadata is not an object")
         return meta
 
+    def _indices(self, n, npages, what):
+        """n page indices, each checked to lie in guest RAM before anything is written."""
+        indices = np.frombuffer(self.read_exact(n * 8, what), dtype="<u8")
+        if (indices >= npages).any():
+            raise StreamError(f"page index {int(indices[indices >= npages][0])} is outside guest RAM "
+                              f"({npages} pages)")
+        return indices
+
     def record(self, npages, control_size, nvcpus):
         """(type, payload) of the next record, checked against the VM's shape."""
         rtype, n = RECORD.unpack(self.read_exact(RECORD.size, "a record header"))
@@ -287,20 +314,14 @@ class StreamReader:
         if rtype == PAGES:
             if not 0 < n <= MAX_PAGES_PER_RECORD:
                 raise StreamError(f"PAGES record with {n} pages (1..{MAX_PAGES_PER_RECORD} allowed)")
-            entries = np.frombuffer(self.read_exact(n * PAGE_ENTRY.itemsize, "a PAGES record"), dtype=PAGE_ENTRY)
-            bad = entries["index"] >= npages
-            if bad.any():
-                raise StreamError(f"page index {int(entries['index'][bad][0])} is outside guest RAM "
-                                  f"({npages} pages)")
-            return rtype, entries
+            indices = self._indices(n, npages, "a PAGES record")
+            data = self._buffer[:n]  # valid until the next record
+            self.read_into(data, "a PAGES record")
+            return rtype, (indices, data)
         if rtype == ZERO:
             if not 0 < n <= MAX_ZERO_PER_RECORD:
                 raise StreamError(f"ZERO record with {n} pages (1..{MAX_ZERO_PER_RECORD} allowed)")
-            indices = np.frombuffer(self.read_exact(n * 8, "a ZERO record"), dtype="<u8")
-            if (indices >= npages).any():
-                raise StreamError(f"page index {int(indices[indices >= npages][0])} is outside guest RAM "
-                                  f"({npages} pages)")
-            return rtype, indices
+            return rtype, self._indices(n, npages, "a ZERO record")
         if rtype == CONTROL:
             if n != control_size:
                 raise StreamError(f"CONTROL record of {n} bytes, the control slot has {control_size}")
