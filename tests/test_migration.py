@@ -92,7 +92,7 @@ def test_non_converging_migration_stops_at_its_limit(link):
     assert dest.returncode == 1 and "the source gave up" in err
 
 
-def _in_process(source_vm, relay=None, downtime=0.3, verify="sent"):
+def _in_process(source_vm, relay=None, downtime=0.3, verify="sent", bytes_per_second=400e6):
     """Migrate source_vm to an in-process destination through `relay`
     (bytes -> bytes or None to cut the stream)."""
     src_sock, relay_in = socket.socketpair()
@@ -138,7 +138,7 @@ def _in_process(source_vm, relay=None, downtime=0.3, verify="sent"):
     for t in threads:
         t.start()
     try:
-        result["report"] = migrate_out(source_vm, src_sock, downtime, 10, 400e6, verify=verify)
+        result["report"] = migrate_out(source_vm, src_sock, downtime, 10, bytes_per_second, verify=verify)
     except Exception as e:  # noqa: BLE001 - what the source saw
         result["source-error"] = e
     src_sock.close()
@@ -181,6 +181,20 @@ def _assert_replay_exact_after(result):
 
 def test_replay_is_exact_after_migration(source_vm):
     _assert_replay_exact_after(_in_process(source_vm))
+
+
+def test_an_idle_guest_switches_over_after_one_pass():
+    """Nothing dirtied during iteration 0 (the guest holds, as a bursty one
+    does between bursts): the source switches over at once.  It used to try
+    one more, empty, pass and divide by its zero rate (found by the
+    validation run, bursts 50ms/950ms)."""
+    with running_vm(mem=64 * MiB, seed=57) as vm:
+        vm.hold()
+        result = _in_process(vm, bytes_per_second=None)
+        assert "source-error" not in result, result.get("source-error")
+        report = result["report"]
+        assert report.converged and report.verified and len(report.iterations) == 1 and report.final_pages == 0
+        result["arrival"].vm.close()
 
 
 def test_two_vcpus_migrate_with_a_pattern_change_behind_them():

@@ -241,7 +241,9 @@ def test_bursts_idle_between_writing_phases():
             start = None
     idle = [s for s in still if s > 0.03]
     print(f"still stretches over 30 ms: {[round(s * 1e3, 1) for s in idle]}")
-    assert 8 <= len(idle) <= 11 and max(idle) < 0.058
+    # ten idle phases in the second; none much longer than OFF (a host
+    # stall next to one may add to it, 25 ms allowed)
+    assert 8 <= len(idle) <= 11 and max(idle) < 0.075
     seconds = last.time - first.time
     idled = last.schedules[0].idled - first.schedules[0].idled
     dropped = last.schedules[0].dropped - first.schedules[0].dropped

@@ -130,7 +130,7 @@ def switch_now(pending_bytes, limit_bytes, bytes_per_second, last_seconds, itera
     the refinement (scripts/bench_migration.py)."""
     if pending_bytes > limit_bytes:
         return False
-    if iterations >= max_iterations:
+    if iterations >= max_iterations or pending_bytes == 0:
         return True
     return pending_bytes / bytes_per_second >= last_seconds / 2
 
