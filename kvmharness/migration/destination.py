@@ -34,6 +34,16 @@ class Arrival:
     resume_schedules: tuple  # WriterSchedule per vCPU as the guest resumed
 
 
+def _back(mapping):
+    """Prefault guest RAM (a thread's body).  If the host cannot, the pages
+    that arrive fault themselves in, as they did before this existed, and
+    any shortage shows there: a thread must not die with a traceback."""
+    try:
+        mapping.populate_write()
+    except HarnessError:
+        pass
+
+
 def migrate_in(sock, secret=None):
     """Receive a VM on connected socket `sock`; returns an Arrival with the
     VM running, or raises (after telling the source) if the stream is bad.
@@ -52,7 +62,7 @@ def migrate_in(sock, secret=None):
         # Back guest RAM ahead of the pages that arrive (each first write to
         # a host page faults and zeroes it: that halved the receive rate),
         # beside the receiving, not before it.  Joined before RAM is unmapped.
-        populate = threading.Thread(target=vm.data.populate_write, name="populate", daemon=True)
+        populate = threading.Thread(target=_back, args=(vm.data,), name="populate", daemon=True)
         populate.start()
         vm.add_teardown(populate.join)
         if control_size != vm.control.size:
