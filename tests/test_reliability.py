@@ -225,31 +225,49 @@ def test_qmp_client_count_is_bounded(qmp_vm, tmp_path):
 @pytest.mark.kvm
 def test_qmp_drops_a_client_that_never_reads(qmp_vm, tmp_path):
     """A client that pipelines commands with big replies and never reads is
-    dropped once MAX_OUTPUT waits for it; the server's memory does not grow
-    with what it asked for, and other clients are served."""
+    dropped once MAX_OUTPUT waits for it; other clients are served.  The
+    server reads 64 KiB of commands at a time and waits for its replies to
+    drain before reading more, so a big reply is what makes one read's
+    replies pass the bound: query-dirty-rate after a 2 s window with a
+    period every 50 ms (about 5 KB each, 2000 of them in one read)."""
     import json
 
-    from kvmharness.qmp.server import MAX_OUTPUT
+    from kvmharness.qmp.server import MAX_OUTPUT, READ_CHUNK
     from qmp_helpers import RawClient, serving
 
     with serving(qmp_vm, DirtyRateMonitor(qmp_vm), tmp_path / "q.sock") as s:
         hog = RawClient(s.path)
-        schema = len(json.dumps(hog.cmd("query-qmp-schema")))
-        n = 16 * MAX_OUTPUT // schema + 1  # 16 MiB of replies asked for
+        assert hog.cmd("calc-dirty-rate", **{"calc-time": 2000, "calc-time-unit": "millisecond",
+                                              "x-periods": list(range(50, 2001, 50))}) == {"return": {}}
+        while (reply := hog.cmd("query-dirty-rate"))["return"]["status"] != "measured":
+            time.sleep(0.1)
+        request = b'{"execute": "query-dirty-rate"}'
+        asked = READ_CHUNK // len(request) * len(json.dumps(reply))
+        assert asked > 4 * MAX_OUTPUT  # one read's replies would pass the bound
         hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         try:
-            hog.send(b'{"execute": "query-qmp-schema"}' * n)
+            hog.send(request * (READ_CHUNK // len(request)))
         except OSError:
             pass  # dropped while we were still sending: the point
         time.sleep(1.0)
-        received = 0
+        # now read: the server must have hung up (EOF or reset) after at most
+        # MAX_OUTPUT plus what the sockets hold; a connection still open (a
+        # read that times out) or more data is a server that kept buffering
+        hog.sock.settimeout(5)
+        received, dropped = 0, False
         try:
-            while chunk := hog.sock.recv(1 << 20):
+            while received <= 4 * MAX_OUTPUT:
+                chunk = hog.sock.recv(1 << 20)
+                if not chunk:
+                    dropped = True
+                    break
                 received += len(chunk)
-        except OSError:
-            pass  # reset: dropped
+        except ConnectionResetError:
+            dropped = True
+        except socket.timeout:
+            pass
         hog.close()
-        assert received < 4 * MAX_OUTPUT < n * schema
+        assert dropped and received < 4 * MAX_OUTPUT, (dropped, received)
         other = RawClient(s.path)
         assert other.cmd("query-status")["return"]["status"] == "running"
         other.close()
