@@ -72,8 +72,13 @@ def _decimal(value):
     return format(float(value), ".12g")
 
 
+def kind(pattern):
+    """'hotcold:0.1:0.9' -> 'hotcold': a canonical name's pattern, without its parameters."""
+    return pattern.split(":")[0]
+
+
 def uses_table(pattern):
-    return pattern.split(":")[0] in TABLE_PATTERNS
+    return kind(pattern) in TABLE_PATTERNS
 
 
 # ---- write percentage --------------------------------------------------------

@@ -215,10 +215,11 @@ class DirtyRateMonitor:
             listener(self, result, error)
 
     def _result_of(self, request, window):
-        vm, count = self.vm, window.count
+        count = window.count
         seconds = window.seconds
         writes = window.guest_writes()
-        expected = expected_dirty_pages(list(zip(vm.writer.streams(), writes)))
+        periods = self._periods_of(request, window)
+        expected = periods[-1].expected_pages  # the last period is the window itself
         vcpus = []
         for k, w in enumerate(writes):
             pages = count.vcpu_pages[k] if count.vcpu_pages else None
@@ -248,7 +249,7 @@ class DirtyRateMonitor:
             },
             samples=count.samples,
             dirty_samples=count.dirty_samples,
-            periods=self._periods_of(request, window),
+            periods=periods,
             zero_pages=window.zero_pages,
         )
 

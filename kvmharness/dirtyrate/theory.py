@@ -54,13 +54,10 @@ def _classes(stream):
     """(pages per class, probability of one page of the class) of a
     stream's page distribution: classes of equal probability."""
     n = stream.npages
-    kind = stream.pattern.split(":")[0]
-    if kind == "hotcold" and n > 1:
-        mass = workload.page_masses(stream.pattern, n, stream.table_seed)
-        hot, _ = patterns.hotcold_sizes(stream.pattern, n)
-        ranked = workload.ranked_pages(n, stream.table_seed)
-        hot_mass = float(mass[ranked[:hot]].sum(dtype=np.uint64))
-        total = n * patterns.COLUMN
+    kind = patterns.kind(stream.pattern)
+    if kind == "hotcold" and n > 1:  # the class masses page_masses spreads: no table needed
+        hot = patterns.hotcold_sizes(stream.pattern, n)[0]
+        hot_mass, total = workload.hot_mass(stream.pattern, n), n * patterns.COLUMN
         return np.array([hot, n - hot]), np.array([hot_mass / hot / total, (total - hot_mass) / (n - hot) / total])
     if kind == "zipf":
         return np.ones(n), workload.page_probabilities(stream.pattern, n, stream.table_seed)

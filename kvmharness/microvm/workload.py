@@ -15,16 +15,15 @@ import functools
 import numpy as np
 
 from .._native import ffi, lib
-from ..patterns import COLUMN, TABLE_PATTERNS, hotcold_sizes
+from ..patterns import COLUMN, hotcold_sizes, kind, uses_table
 from .rng import mulhi, splitmix64
 
 
 def guest_pattern(pattern):
     """The guest's KVMH_PATTERN_* for a canonical pattern name."""
-    kind = pattern.split(":")[0]
-    if kind in TABLE_PATTERNS:
+    if uses_table(pattern):
         return lib.KVMH_PATTERN_TABLE
-    return {"random": lib.KVMH_PATTERN_RANDOM, "sequential": lib.KVMH_PATTERN_SEQUENTIAL}[kind]
+    return {"random": lib.KVMH_PATTERN_RANDOM, "sequential": lib.KVMH_PATTERN_SEQUENTIAL}[kind(pattern)]
 
 
 # ---- page distributions ------------------------------------------------------
@@ -42,6 +41,11 @@ def _spread(total, count):
     return out
 
 
+def hot_mass(pattern, npages):
+    """The integer mass a hotcold pattern gives its hot set, of npages x 2^32."""
+    return round(hotcold_sizes(pattern, npages)[1] * npages * COLUMN)
+
+
 @functools.lru_cache(maxsize=8)
 def page_masses(pattern, npages, table_seed):
     """Integer probability mass of every page of a table pattern's region,
@@ -49,15 +53,13 @@ def page_masses(pattern, npages, table_seed):
     total = npages * COLUMN
     ranked = ranked_pages(npages, table_seed)
     mass = np.zeros(npages, dtype=np.uint64)
-    kind = pattern.split(":")[0]
     if npages == 1:
         mass[:] = total
-    elif kind == "hotcold":
-        hot, share = hotcold_sizes(pattern, npages)
-        hot_total = round(share * total)
+    elif kind(pattern) == "hotcold":
+        hot, hot_total = hotcold_sizes(pattern, npages)[0], hot_mass(pattern, npages)
         mass[ranked[:hot]] = _spread(hot_total, hot)
         mass[ranked[hot:]] = _spread(total - hot_total, npages - hot)
-    elif kind == "zipf":
+    elif kind(pattern) == "zipf":
         exponent = float(pattern.split(":")[1])
         weights = np.arange(1, npages + 1, dtype=np.float64) ** -exponent
         by_rank = np.floor(weights * (total / weights.sum())).astype(np.uint64)

@@ -20,9 +20,9 @@ import math
 from dataclasses import dataclass
 
 from ..microvm.guest import PAGE_SIZE
+from .stream import ZERO_WIRE_BYTES
 
 PAGE_WIRE_BYTES = PAGE_SIZE + 8
-ZERO_WIRE_BYTES = 8  # a zero page crosses as its index, no data (QEMU: the zero page flag)
 # TCP over Ethernet, MTU 1500: 1448 payload bytes (20 IP + 20 TCP + 12
 # timestamp option) per 1538 bytes on the wire (frame, preamble, gap).
 TCP_EFFICIENCY = 1448 / 1538
