@@ -43,3 +43,19 @@ uint64_t kvmh_ring_harvest(struct kvm_dirty_gfn *ring, uint32_t entries, uint32_
     }
     return harvested;
 }
+
+/*
+ * Entries KVM has published in a ring but nobody has harvested yet, counted
+ * without touching them: the dirty limit's rate estimate must not reap the
+ * rings, or the vCPUs would never fill them and never take the exit in
+ * which the limit makes them sleep (QEMU's dirtylimit.c throttles there).
+ */
+uint32_t kvmh_ring_pending(const struct kvm_dirty_gfn *ring, uint32_t entries, uint32_t fetch_index)
+{
+    uint32_t n = 0, mask = entries - 1;
+
+    while (n < entries && (__atomic_load_n(&ring[(fetch_index + n) & mask].flags, __ATOMIC_ACQUIRE)
+                           & KVM_DIRTY_GFN_F_DIRTY))
+        n++;
+    return n;
+}

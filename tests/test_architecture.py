@@ -13,13 +13,15 @@ ALLOWED = {
     "kvm": set(),
     "microvm": {"kvm"},
     "dirtyrate": {"microvm", "kvm"},
-    "migration": {"dirtyrate", "microvm", "kvm"},
-    "qmp": {"migration", "dirtyrate", "microvm"},
+    "convergence": {"microvm", "kvm"},
+    "migration": {"convergence", "dirtyrate", "microvm", "kvm"},
+    "qmp": {"migration", "convergence", "dirtyrate", "microvm"},
     "bench": {"dirtyrate", "microvm", "kvm", "probe"},
     "probe": {"dirtyrate", "microvm", "kvm"},
-    "commands": {"qmp", "migration", "dirtyrate", "microvm", "kvm", "bench", "probe"},
+    "selftest": {"migration", "dirtyrate", "microvm", "kvm"},
+    "commands": {"qmp", "migration", "convergence", "dirtyrate", "microvm", "kvm", "bench", "probe", "selftest"},
     "cli": {"commands"},
-    "pytest_plugin": {"microvm"},
+    "pytest_plugin": {"dirtyrate", "microvm"},
 }
 
 

@@ -86,7 +86,14 @@ class DirtyRings:
         self._lock = threading.Lock()
         self.sink = None
         self.harvested = 0
+        self.vcpu_harvested = [0] * len(self.maps)
         self.full_exits = 0
+        # Run on the vCPU's thread after each ring-full exit has been
+        # harvested: the dirty limit sleeps there (convergence/dirty_limit.py).
+        self.after_full = None
+        # While set, periodic reapers (a dirty-ring measurement's poll) leave
+        # the rings alone, so that they fill and the vCPUs take the exit.
+        self.reaper_paused = False
         self._scratch = ffi.new("uint64_t[2]")
 
     def harvest(self):
@@ -108,6 +115,7 @@ class DirtyRings:
                                           self.npages, unique, self._scratch + 1)
                 if sink is not None:
                     sink.events[k] += n
+                self.vcpu_harvested[k] += n
                 total += n
             reset = self.vm.reset_dirty_rings()
             if reset != total:
@@ -124,10 +132,21 @@ class DirtyRings:
             old, self.sink = self.sink, sink
             return old
 
+    def produced(self):
+        """Entries each vCPU's ring has received so far: harvested, plus
+        published and not yet harvested (counted in place, not reaped)."""
+        with self._lock:
+            return [self.vcpu_harvested[k] + lib.kvmh_ring_pending(ring, self.entries, self._fetch[k])
+                    for k, ring in enumerate(self._rings)]
+
     def on_ring_full(self, vcpu):
-        """KVM_EXIT_DIRTY_RING_FULL, on the vCPU's own thread: make room."""
+        """KVM_EXIT_DIRTY_RING_FULL, on the vCPU's own thread: make room,
+        then whatever `after_full` asks of the vCPU (the dirty limit's sleep)."""
         self.full_exits += 1
         self.harvest()
+        after = self.after_full
+        if after is not None:
+            after(vcpu)
 
     def close(self):
         self._rings = []

@@ -147,6 +147,7 @@ class MicroVm:
             self.data.populate_write()
         vm.set_user_memory_region(CONTROL_SLOT, 0, control_size, self.control.addr)
         self.data_flags = 0
+        self._logging_owners = set()
         vm.set_user_memory_region(DATA_SLOT, lib.KVMH_DATA_GPA, config.mem, self.data.addr)
         self.tables = self._stack.enter_context(Mapping(table_size))
         vm.set_user_memory_region(TABLE_SLOT, table_gpa, table_size, self.tables.addr)
@@ -314,6 +315,20 @@ class MicroVm:
         for thread, done in requests:
             thread.wait_request(done, timeout)
 
+    def throttle_sleep(self, k, seconds):
+        """On vCPU k's own thread (a ring-full hook): stay out of the guest
+        for `seconds`, still serving requests (vcpu_thread.py)."""
+        self.threads[k].throttle_sleep(seconds)
+
+    def request_sleep(self, k, seconds):
+        """From any thread: have vCPU k leave the guest and sleep `seconds`."""
+        self.threads[k].request_sleep(seconds)
+
+    def throttled_seconds(self):
+        """Per vCPU, the seconds slept outside the guest so far for CPU
+        throttling or the dirty limit."""
+        return [t.throttled_seconds for t in self.threads]
+
     def retire_vcpus(self):
         """Make every vCPU thread end instead of re-entering the guest (the
         guest has moved elsewhere); used inside vcpus_stopped()."""
@@ -336,9 +351,17 @@ class MicroVm:
         """KVM_CLEAR_DIRTY_LOG of the data slot's pages set in the bitmap."""
         self.vm.clear_dirty_log(DATA_SLOT, 0, self.slot_pages, bitmap_addr)
 
-    def set_dirty_logging(self, enabled):
-        """Turn KVM_MEM_LOG_DIRTY_PAGES on or off for the data slot."""
-        flags = uapi.KVM_MEM_LOG_DIRTY_PAGES if enabled else 0
+    def set_dirty_logging(self, enabled, owner):
+        """Ask for KVM_MEM_LOG_DIRTY_PAGES on the data slot on behalf of
+        `owner` (a tracker, a migration, the dirty limit), or give it up:
+        the flag stays on while anyone holds it, as QEMU's global dirty
+        log is on while any of its users (migration, dirty rate, dirty
+        limit) wants it."""
+        if enabled:
+            self._logging_owners.add(id(owner))
+        else:
+            self._logging_owners.discard(id(owner))
+        flags = uapi.KVM_MEM_LOG_DIRTY_PAGES if self._logging_owners else 0
         if flags != self.data_flags:
             self.vm.set_user_memory_region(
                 DATA_SLOT, lib.KVMH_DATA_GPA, self.config.mem, self.data.addr, flags

@@ -6,12 +6,16 @@ The guest signals the host only through its MMIO doorbell; everything else
     the vCPU's control block (gen != seen_gen) or stops the VM;
   * on EVENT_EXITED ends;
   * on Interrupted (a kick) runs what the host asked for and re-enters;
-  * on DirtyRingFull calls the dirty ring's reaper hook, then re-enters;
+  * on DirtyRingFull calls the dirty ring's reaper hook (which may sleep:
+    the dirty limit), then re-enters;
+  * owes sleep when CPU throttling asks (request_sleep): pays it outside the
+    guest, serving requests and a stop meanwhile, then re-enters.
   * on anything else records a GuestError with the registers and ends.
 """
 
 import signal
 import threading
+import time
 
 from .._native import lib
 from ..errors import GuestError, HarnessError
@@ -45,6 +49,8 @@ class VcpuThread(threading.Thread):
         self.fault = None
         self.exited = False
         self._requests = []
+        self._sleep_owed = 0.0
+        self.throttled_seconds = 0.0  # slept outside the guest for CPU throttling or the dirty limit
 
     def run(self):
         try:
@@ -62,6 +68,9 @@ class VcpuThread(threading.Thread):
             if isinstance(exit, exits.Interrupted):
                 self.vcpu.immediate_exit = False
                 self._serve_requests()
+                if self._sleep_owed:
+                    self.throttle_sleep(self._sleep_owed)
+                    self._sleep_owed = 0.0
             elif isinstance(exit, exits.MmioWrite) and exit.addr == self.doorbell_gpa:
                 if exit.value == lib.KVMH_EVENT_EXITED:
                     return
@@ -86,6 +95,31 @@ class VcpuThread(threading.Thread):
                 fn(self.vcpu)
             finally:
                 done.set()
+
+    def throttle_sleep(self, seconds):
+        """Stay out of the guest for `seconds` on this thread (the vCPU is
+        throttled), still serving requests at once and stopping at once:
+        a throttled vCPU must not delay a measurement's edge or a
+        migration's switch-over by its sleep."""
+        t0 = time.monotonic()
+        deadline = t0 + seconds
+        while not self.stopping:
+            self._serve_requests()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with self.cond:
+                if not self._requests and not self.stopping:
+                    self.cond.wait(left)
+        self.throttled_seconds += time.monotonic() - t0
+
+    def request_sleep(self, seconds):
+        """Have the vCPU leave the guest and sleep `seconds` (CPU throttling:
+        QEMU queues such a sleep on every vCPU each timeslice, unless the
+        last one is still pending, and so do we)."""
+        if not self._sleep_owed:
+            self._sleep_owed = seconds
+            self.kick()
 
     def request_outside_guest(self, fn):
         """Have fn(vcpu) run on this thread while the vCPU is out of KVM_RUN;

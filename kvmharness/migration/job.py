@@ -7,9 +7,8 @@ import threading
 import time
 
 from ..errors import HarnessError
-from .source import migrate_out
-
-DEFAULT_PARAMETERS = {"downtime-limit": 300, "max-bandwidth": 0, "x-max-iterations": 30}
+from . import parameters as mp
+from .source import Aid, migrate_out
 
 
 def parse_uri(uri):
@@ -22,10 +21,13 @@ def parse_uri(uri):
 
 
 class MigrationJob:
-    def __init__(self, vm, secret=None):
+    def __init__(self, vm, secret=None, cpu_throttle=None, dirty_limit=None):
         self.vm = vm
         self.secret = secret  # the destinations' shared secret (auth.py)
-        self.parameters = dict(DEFAULT_PARAMETERS)
+        self.parameters = mp.defaults()
+        self.capabilities = {name: False for name in mp.CAPABILITIES}
+        self.cpu_throttle = cpu_throttle  # the VM's, shared with QMP's commands
+        self.dirty_limit = dirty_limit
         self.status = "none"
         self.report = None
         self.error = None
@@ -51,6 +53,22 @@ class MigrationJob:
             if thread.is_alive():
                 raise HarnessError("the migration thread did not stop")
 
+    @property
+    def running(self):
+        return self.status in ("setup", "active")
+
+    def set_capabilities(self, caps):
+        """migrate-set-capabilities: refused while a migration runs, and
+        checked as a whole (QEMU's migrate_caps_check)."""
+        if self.running:
+            raise HarnessError(mp.MIGRATION_ACTIVE)
+        new = self.capabilities | caps
+        mp.check_capabilities(new, self.vm.ring is not None)
+        self.capabilities = new
+
+    def set_parameters(self, new):
+        self.parameters = mp.merged(self.parameters, new)
+
     def _set_status(self, status):
         self.status = status
         for listener in list(self.listeners):
@@ -59,8 +77,8 @@ class MigrationJob:
     def start(self, uri):
         address = parse_uri(uri)
         with self._lock:
-            if self.status in ("setup", "active"):
-                raise HarnessError("There's a migration process in progress")
+            if self.running:
+                raise HarnessError(mp.MIGRATION_ACTIVE)
             if self.status == "completed":
                 raise HarnessError("The guest has already migrated away")
             self.report, self.error, self.started = None, None, time.monotonic()
@@ -75,8 +93,10 @@ class MigrationJob:
                 self._sock = sock
                 sock.settimeout(None)
                 self._set_status("active")
+                aid = Aid(mp.aid_name(self.capabilities), mp.throttle_parameters(p), self.cpu_throttle,
+                          self.dirty_limit)
                 report = migrate_out(self.vm, sock, p["downtime-limit"] / 1000, p["x-max-iterations"],
-                                     p["max-bandwidth"] or None, self.secret)
+                                     p["max-bandwidth"] or None, self.secret, aid=aid)
             self.report = report
             self._set_status("completed" if report.converged else "failed")
             if not report.converged:

@@ -12,18 +12,24 @@ destination refuses, or the iteration limit is reached first, the source
 guest simply keeps running.
 """
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..dirtyrate.trackers.bitmap import DirtyBitmapTracker
+from ..convergence.cpu_throttle import CpuThrottle
+from ..convergence.dirty_limit import DirtyLimit
+from ..convergence.trigger import ThrottleParameters, ThrottleTrigger
 from ..errors import HarnessError
 from ..kvm import uapi
 from ..microvm.page_hash import zero_page_mask
 from .auth import authenticate_destination
+from .dirty_log import dirty_log_for
+from .parameters import LIMIT_NEEDS_RING
 from .model import PAGE_WIRE_BYTES, Iteration, switch_now
 from .stream import StreamWriter, boot_id, encode_meta, read_reply, send_line
+from .timeline import TimelineSampler
 
 # How long the source waits for the destination's "ready" once it has
 # stopped its guest, before it gives up and resumes it: the final pages, the
@@ -39,6 +45,16 @@ def switch_timeout(downtime, mem):
 
 
 @dataclass(frozen=True)
+class ThrottleRecord:
+    """The aid changed level at `seconds` since the start, after iteration
+    `iteration`'s sync."""
+
+    seconds: float
+    iteration: int
+    level: int  # % (auto-converge) or MB/s per vCPU (dirty-limit)
+
+
+@dataclass(frozen=True)
 class MigrationReport:
     converged: bool
     verified: bool
@@ -51,8 +67,25 @@ class MigrationReport:
     switch_counters: tuple  # the guest's write counters at the switch-over
     destination: dict  # the destination's answer
     reason: str
+    aid: str | None = None  # "auto-converge", "dirty-limit" or None
+    throttle_steps: tuple = ()  # ThrottleRecord
+    levels: tuple = ()  # the aid's level in force during each iteration (0: none)
+    timeline: object = None  # timeline.Timeline: the guest's writes until the pause
 
     def to_json(self):
+        out = self._core_json()
+        if self.aid:
+            out["aid"] = self.aid
+            out["throttle-started-seconds"] = (round(self.throttle_steps[0].seconds, 3)
+                                               if self.throttle_steps else None)
+            out["throttle-steps"] = [{"seconds": round(s.seconds, 3), "iteration": s.iteration,
+                                      "level": s.level} for s in self.throttle_steps]
+            out["levels-per-iteration"] = list(self.levels)
+        if self.timeline is not None:
+            out["timeline"] = self.timeline.to_json()
+        return out
+
+    def _core_json(self):
         return {
             "converged": self.converged,
             "verified": self.verified,
@@ -72,7 +105,60 @@ class MigrationReport:
 VERIFY = ("sent", "full")
 
 
-def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, secret=None, verify="sent"):
+@dataclass(frozen=True)
+class Aid:
+    """The convergence aid a migration may turn on (QEMU's capabilities
+    auto-converge and dirty-limit) with its parameters.  `cpu_throttle` /
+    `dirty_limit`: the VM's own objects where a QMP server shares them with
+    its commands; None: the migration makes its own."""
+
+    name: str | None = None
+    params: ThrottleParameters = ThrottleParameters()
+    cpu_throttle: object = None
+    dirty_limit: object = None
+
+
+class _AidInForce:
+    """Applies a ThrottleTrigger's steps to the VM and undoes them at the end."""
+
+    def __init__(self, vm, aid, t_start):
+        self.aid = aid
+        self.t_start = t_start
+        self.trigger = ThrottleTrigger(aid.name, aid.params)
+        self.steps = []
+        self._throttle = self._limit = None
+        if aid.name == "dirty-limit" and vm.ring is None:
+            raise HarnessError(LIMIT_NEEDS_RING)
+        if aid.name == "auto-converge":
+            self._throttle = aid.cpu_throttle or CpuThrottle(vm)
+        elif aid.name == "dirty-limit":
+            self._limit = aid.dirty_limit or DirtyLimit(vm)
+
+    def sync(self, iteration, new_dirty_pages, bytes_sent):
+        now = time.perf_counter() - self.t_start
+        step = self.trigger.sync(now, new_dirty_pages, bytes_sent)
+        if step is None:
+            return
+        self.steps.append(ThrottleRecord(now, iteration, step.level))
+        if self._throttle is not None:
+            self._throttle.set(step.level)
+        else:
+            self._limit.period_ms = self.aid.params.x_vcpu_dirty_limit_period
+            self._limit.migration_owned = True
+            self._limit.set(step.level, by_migration=True)
+
+    def end(self):
+        """QEMU stops throttling and cancels the migration's limits when the
+        migration ends, whichever way."""
+        if self._throttle is not None:
+            self._throttle.stop()
+        if self._limit is not None and self._limit.migration_owned:
+            self._limit.cancel(by_migration=True)
+            self._limit.migration_owned = False
+
+
+def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, secret=None, verify="sent",
+                aid=Aid()):
     """Migrate the running `vm` over connected socket `sock`, to a
     destination that proves `secret` (see auth.py; None: loopback use).
     `verify`: "sent" hashes each page as it is sent (the transfer is
@@ -81,25 +167,30 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, se
     nothing (stream.py)."""
     if verify not in VERIFY:
         raise HarnessError(f"verify must be one of {', '.join(VERIFY)}")
+    t_start = time.perf_counter()
+    in_force = _AidInForce(vm, aid, t_start)
     authenticate_destination(sock, secret)
     writer = StreamWriter(sock, bytes_per_second)
-    log = DirtyBitmapTracker(vm)
+    log = dirty_log_for(vm)
     sent_hashes = np.zeros(vm.slot_pages, dtype=np.uint64)
-    iterations = []
-    t_start = time.perf_counter()
-    writer.header(encode_meta(vm.config, vm.control.size, vm.logs))
-    log.enable()
+    iterations, levels = [], []
+    timeline = TimelineSampler(vm, t_start)
     try:
+        writer.header(encode_meta(vm.config, vm.control.size, vm.logs))
+        log.enable()
         log.sync()  # from here on, every write is logged
+        in_force.sync(0, 0, writer.bytes_sent)
         pending = np.arange(vm.slot_pages, dtype=np.uint64)
         while True:
             t0, b0 = time.perf_counter(), writer.bytes_sent
+            levels.append(in_force.trigger.level)
             writer.pages(pending, vm.data.addr, zero_page_mask(vm.data.addr, pending), sent_hashes)
             seconds = time.perf_counter() - t0
             iterations.append(Iteration(len(pending), writer.bytes_sent - b0, seconds))
             rate = bytes_per_second or (writer.bytes_sent - b0) / max(seconds, 1e-6)
             log.sync()
             pending = log.dirty_pages()
+            in_force.sync(len(iterations), len(pending), writer.bytes_sent)
             if switch_now(len(pending) * PAGE_WIRE_BYTES, rate * downtime, rate, seconds, len(iterations),
                           max_iterations):
                 break
@@ -109,14 +200,19 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, se
                           f"iterations, {int(rate * downtime / PAGE_WIRE_BYTES)} fit in the downtime")
                 return MigrationReport(False, False, tuple(iterations), 0,
                                        time.perf_counter() - t_start, 0.0, "none", 0.0, tuple(vm.counters()),
-                                       {"status": "aborted"}, reason)
-        return _switch_over(vm, sock, writer, log, pending, iterations, t_start, downtime, sent_hashes,
-                            verify)
+                                       {"status": "aborted"}, reason, aid.name, tuple(in_force.steps),
+                                       tuple(levels), timeline.stop())
+        report = _switch_over(vm, sock, writer, log, pending, iterations, t_start, downtime, sent_hashes,
+                              verify, timeline)
+        return dataclasses.replace(report, aid=aid.name, throttle_steps=tuple(in_force.steps),
+                                   levels=tuple(levels))
     finally:
+        timeline.stop()
+        in_force.end()
         log.close()
 
 
-def _switch_over(vm, sock, writer, log, pending, iterations, t_start, downtime, sent_hashes, verify):
+def _switch_over(vm, sock, writer, log, pending, iterations, t_start, downtime, sent_hashes, verify, timeline):
     states = {}
 
     def capture(vcpu):
@@ -135,6 +231,7 @@ def _switch_over(vm, sock, writer, log, pending, iterations, t_start, downtime, 
     sock.settimeout(bound)
     with vm.vcpus_stopped(timeout=bound, on_stop=capture):
         counters = tuple(vm.counters())
+        seen = timeline.stop()
         log.sync()
         final = np.union1d(pending, log.dirty_pages())
         writer.pages(final, vm.data.addr, zero_page_mask(vm.data.addr, final), sent_hashes)
@@ -163,4 +260,4 @@ def _switch_over(vm, sock, writer, log, pending, iterations, t_start, downtime, 
     total = time.perf_counter() - t_start
     reason = "switched over" if resumed else f"the destination refused: {reply.get('error', reply)}"
     return MigrationReport(resumed, bool(reply.get("verified")), tuple(iterations), len(final), total,
-                           downtime, basis, hash_seconds, counters, reply, reason)
+                           downtime, basis, hash_seconds, counters, reply, reason, timeline=seen)

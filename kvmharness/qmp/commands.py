@@ -15,7 +15,8 @@ from ..dirtyrate import modes
 from ..dirtyrate.monitor import TIME_UNITS, DirtyRateStatus
 from ..errors import QmpError
 from .hmp import human_monitor_command
-from .qapi import dirty_rate_info, migration_info
+from ..migration.parameters import PARAMETERS, parse_capabilities
+from .qapi import dirty_rate_info, migration_info, vcpu_dirty_limit_info
 from .schema import Arg
 from .. import patterns
 
@@ -36,7 +37,7 @@ def version():
 
 
 def _migrating(ctx):
-    return ctx.migration.status in ("setup", "active")
+    return ctx.migration.running
 
 
 def _exact_measurement_running(ctx):
@@ -96,15 +97,41 @@ def _migrate(ctx, a):
 
 
 def _set_migrate_parameters(ctx, a):
-    for name, value in a.items():
-        if value < 0 or (name == "x-max-iterations" and value < 1):
-            raise QmpError(f"Parameter '{name}' expects a positive value")
-    ctx.migration.parameters.update(a)
+    ctx.migration.set_parameters(a)
     return {}
 
 
+def _set_migrate_capabilities(ctx, a):
+    ctx.migration.set_capabilities(parse_capabilities(a["capabilities"]))
+    return {}
+
+
+def _query_migrate_capabilities(ctx, a):
+    return [{"capability": name, "state": state} for name, state in ctx.migration.capabilities.items()]
+
+
+def _set_vcpu_dirty_limit(ctx, a):
+    ctx.dirty_limit.set(_uint64("dirty-rate", a["dirty-rate"]), a.get("cpu-index"))
+    return {}
+
+
+def _cancel_vcpu_dirty_limit(ctx, a):
+    ctx.dirty_limit.cancel(a.get("cpu-index"))
+    return {}
+
+
+def _query_vcpu_dirty_limit(ctx, a):
+    return vcpu_dirty_limit_info(ctx.dirty_limit.query())
+
+
+def _uint64(name, value):
+    if not 0 <= value < 1 << 64:
+        raise QmpError(f"Parameter '{name}' expects uint64")
+    return value
+
+
 def _hmp(ctx, a):
-    return human_monitor_command(ctx.monitor, a["command-line"])
+    return human_monitor_command(ctx.monitor, a["command-line"], ctx.dirty_limit)
 
 
 def _query_commands(ctx, a):
@@ -147,8 +174,16 @@ COMMANDS = {
         Command("x-query-writer", (), _query_writer),
         Command("migrate", (Arg("uri", "str", required=True),), _migrate),
         Command("query-migrate", (), lambda ctx, a: migration_info(ctx.migration)),
-        Command("migrate-set-parameters", (Arg("downtime-limit", "int"), Arg("max-bandwidth", "int"),
-                                           Arg("x-max-iterations", "int")), _set_migrate_parameters),
+        # Types are checked by the migration's parameter table (QEMU's widths and messages).
+        Command("migrate-set-parameters", tuple(Arg(name, "any") for name in PARAMETERS),
+                _set_migrate_parameters),
         Command("query-migrate-parameters", (), lambda ctx, a: dict(ctx.migration.parameters)),
+        Command("migrate-set-capabilities", (Arg("capabilities", "any", required=True),),
+                _set_migrate_capabilities),
+        Command("query-migrate-capabilities", (), _query_migrate_capabilities),
+        Command("set-vcpu-dirty-limit", (Arg("cpu-index", "int"), Arg("dirty-rate", "int", required=True)),
+                _set_vcpu_dirty_limit),
+        Command("cancel-vcpu-dirty-limit", (Arg("cpu-index", "int"),), _cancel_vcpu_dirty_limit),
+        Command("query-vcpu-dirty-limit", (), _query_vcpu_dirty_limit),
     ]
 }

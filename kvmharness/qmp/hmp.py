@@ -12,6 +12,7 @@ calc-dirty-rate prints the same text.
 import re
 
 from ..dirtyrate import modes
+from ..convergence.dirty_limit import DirtyLimitError
 from ..errors import DirtyRateError
 from .qapi import dirty_rate_info
 
@@ -89,7 +90,54 @@ def format_dirty_rate_info(info):
     return "\n".join(lines)
 
 
-def human_monitor_command(monitor, command_line):
+_INT = re.compile(r"^-?[0-9]{1,19}$", re.ASCII)
+LIMIT_HINT = "[Please use 'info vcpu_dirty_limit' to query dirty limit for virtual CPU]\n"
+
+
+def _ints(words, names):
+    """HMP's 'l' arguments: whole numbers, the last ones optional."""
+    if len(words) > len(names):
+        return None, f"Error: too many arguments: {' '.join(words[len(names):])[:64]}\n"
+    for word, name in zip(words, names):
+        if not _INT.match(word):
+            return None, f"Error: invalid {name} '{word[:40]}'\n"
+    return [int(w) for w in words], None
+
+
+def _set_vcpu_dirty_limit(dirty_limit, words):
+    if not words:
+        return "Error: usage: set_vcpu_dirty_limit dirty_rate [cpu_index]\n"
+    values, error = _ints(words, ("dirty_rate", "cpu_index"))
+    if error:
+        return error
+    if values[0] < 0:
+        return f"Error: invalid dirty page limit {values[0]}\n"
+    try:
+        dirty_limit.set(values[0], values[1] if len(values) > 1 else None)
+    except DirtyLimitError as e:
+        return f"Error: {e}\n"
+    return LIMIT_HINT
+
+
+def _cancel_vcpu_dirty_limit(dirty_limit, words):
+    values, error = _ints(words, ("cpu_index",))
+    if error:
+        return error
+    try:
+        dirty_limit.cancel(values[0] if values else None)
+    except DirtyLimitError as e:
+        return f"Error: {e}\n"
+    return LIMIT_HINT
+
+
+def _info_vcpu_dirty_limit(dirty_limit):
+    if not dirty_limit.in_service:
+        return "Dirty page limit not enabled!\n"
+    return "".join(f"vcpu[{v.cpu_index}], limit rate {v.limit_rate} (MB/s), current rate {v.current_rate} (MB/s)\n"
+                   for v in dirty_limit.query())
+
+
+def human_monitor_command(monitor, command_line, dirty_limit=None):
     words = command_line.split()
     if not words:
         return ""
@@ -97,6 +145,13 @@ def human_monitor_command(monitor, command_line):
         return _calc_dirty_rate(monitor, words[1:])
     if words[:2] == ["info", "dirty_rate"] and len(words) == 2:
         return _info_dirty_rate(monitor)
+    if dirty_limit is not None:
+        if words[0] == "set_vcpu_dirty_limit":
+            return _set_vcpu_dirty_limit(dirty_limit, words[1:])
+        if words[0] == "cancel_vcpu_dirty_limit":
+            return _cancel_vcpu_dirty_limit(dirty_limit, words[1:])
+        if words[:2] == ["info", "vcpu_dirty_limit"] and len(words) == 2:
+            return _info_vcpu_dirty_limit(dirty_limit)
     if words[0] == "info":
         return f"unknown info command: '{' '.join(words[1:])}'\n"
     return f"unknown command: '{words[0]}'\n"

@@ -105,4 +105,17 @@ def migration_info(job):
         info["total-time"] = round((time.monotonic() - job.started) * 1e3)
     if job.error:
         info["error-desc"] = job.error
+    if job.cpu_throttle is not None and job.cpu_throttle.active:
+        info["cpu-throttle-percentage"] = job.cpu_throttle.percentage
+    limit = job.dirty_limit
+    if job.capabilities.get("dirty-limit") and limit is not None and limit.in_service:
+        info["dirty-limit-throttle-time-per-round"] = limit.throttle_time_per_round()
+        info["dirty-limit-ring-full-time"] = limit.ring_full_time()
     return info
+
+
+def vcpu_dirty_limit_info(limits):
+    """query-vcpu-dirty-limit's [DirtyLimitInfo], plus our x- fields."""
+    return [{"cpu-index": v.cpu_index, "limit-rate": v.limit_rate, "current-rate": v.current_rate,
+             "x-throttle-us-per-full": v.throttle_us_per_full,
+             "x-throttled-seconds": round(v.throttled_seconds, 6)} for v in limits]

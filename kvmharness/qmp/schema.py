@@ -11,12 +11,14 @@ from ..errors import HarnessError, QmpError
 @dataclass(frozen=True)
 class Arg:
     name: str
-    type: str  # int | number | str | bool | array | enum
+    type: str  # int | number | str | bool | array | enum | any (the handler checks it)
     required: bool = False
     values: tuple = ()  # enum values
     parse: object = None  # value -> the handler's value, raising HarnessError with the reply's text
 
     def check(self, value):
+        if self.type == "any":
+            return value
         expected = {"int": "integer", "number": "number", "str": "string", "bool": "boolean", "array": "array",
                     "enum": "string"}[self.type]
         ok = {

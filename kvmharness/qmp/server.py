@@ -14,6 +14,8 @@ import json
 import os
 import time
 
+from ..convergence.cpu_throttle import CpuThrottle
+from ..convergence.dirty_limit import QEMU_PERIOD_MS, DirtyLimit
 from ..migration.job import MigrationJob
 from .commands import COMMANDS, version
 from .framing import FramingError, JsonSplitter
@@ -61,10 +63,13 @@ def _timestamp():
 class QmpContext:
     """What command handlers see."""
 
-    def __init__(self, vm, monitor, migration_secret=None):
+    def __init__(self, vm, monitor, migration_secret=None, dirty_limit_period_ms=QEMU_PERIOD_MS):
         self.vm = vm
         self.monitor = monitor
-        self.migration = MigrationJob(vm, migration_secret)
+        # One of each per VM: QMP's commands and the migration's aid share them.
+        self.cpu_throttle = CpuThrottle(vm)
+        self.dirty_limit = DirtyLimit(vm, dirty_limit_period_ms)
+        self.migration = MigrationJob(vm, migration_secret, self.cpu_throttle, self.dirty_limit)
 
 
 class Session:

@@ -46,7 +46,7 @@ class DirtyBitmapTracker:
 
     def enable(self):
         with self.overhead.timed("enable-logging"):
-            self.vm.set_dirty_logging(True)
+            self.vm.set_dirty_logging(True, self)
 
     def begin(self):
         self.enable()
@@ -90,4 +90,4 @@ class DirtyBitmapTracker:
 
     def close(self):
         with self.overhead.timed("disable-logging"):
-            self.vm.set_dirty_logging(False)
+            self.vm.set_dirty_logging(False, self)

@@ -32,7 +32,7 @@ class DirtyRingTracker:
 
     def begin(self):
         with self.overhead.timed("enable-logging"):
-            self.vm.set_dirty_logging(True)
+            self.vm.set_dirty_logging(True, self)
         with self.overhead.timed("settle"):
             for _ in range(SETTLE_ROUNDS):
                 if self.rings.harvest() <= SETTLED_ENTRIES:
@@ -47,6 +47,8 @@ class DirtyRingTracker:
         return edge
 
     def poll(self):
+        if self.rings.reaper_paused:  # the dirty limit wants the rings to fill (convergence/dirty_limit.py)
+            return
         with self.overhead.timed("harvest"):
             self.rings.harvest()
 
@@ -85,5 +87,5 @@ class DirtyRingTracker:
     def close(self):
         self.rings.swap_sink(None)
         with self.overhead.timed("disable-logging"):
-            self.vm.set_dirty_logging(False)
+            self.vm.set_dirty_logging(False, self)
             self.rings.harvest()  # whatever came in after the window
