@@ -198,6 +198,19 @@ def build_parser():
                    help="how long the resumed guest runs before the report (default 1s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_command("migrate", "listen"))
+
+    # issue 17: the host self-test, and bench results of several hosts side by side
+    p = sub.add_parser("selftest", help="check that this host's KVM dirty tracking tells the truth (vs replay)")
+    p.add_argument("--quick", action="store_true", help="smaller VMs and one window per check (seconds)")
+    p.add_argument("--junit-xml", metavar="PATH", help="also write the results as JUnit XML, for CI")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--hide", nargs="+", action="extend", default=[], metavar="CAP",
+                   help="treat a capability as absent: dirty-ring, dirty-ring-acq-rel, manual-protect "
+                        "(the checks needing it skip, the rest take the host's fallback)")
+    p.set_defaults(handler=_command("selftest"))
+    sub.choices["bench"].add_argument(
+        "--compare", nargs="+", metavar="RESULTS_JSON",
+        help="instead of measuring: one table and plot of several hosts' bench results.json, into --out")
     return parser
 
 

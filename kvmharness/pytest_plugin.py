@@ -6,6 +6,14 @@ for anyone's tests of KVM dirty tracking.
   --require-kvm the skip is a failure, because a CI that claims KVM must
   prove it;
 * `running_vm(**VmConfig fields)`: a MicroVm, started and warmed up;
+* fixture `micro_vm`: a running MicroVm whose writer writes, configured by
+  `@pytest.mark.micro_vm(mem=..., vcpus=..., dirty_ring_entries=..., wps=...,
+  pattern=..., any VmConfig field)` or by indirect parametrization with a
+  dict of the same; it skips (fails when required) without /dev/kvm;
+* fixture `dirty_rate`: `dirty_rate(vm, mode="dirty-bitmap", ms=500)`
+  measures one window as calc-dirty-rate would, fails the test if an exact
+  mode's count disagrees with replay, and returns (DirtyRateResult,
+  WindowCheck) (kvmharness.dirtyrate.verify);
 * `cli` fixture / `run_cli(*args)`: the installed `kvmharness` command, run
   as a user would; `default_sigint` to start one a test will signal;
 * `replayed(vm, edges)`: what an exact tracker must have counted in a
@@ -14,7 +22,6 @@ for anyone's tests of KVM dirty tracking.
   faster than asked.
 """
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -34,6 +41,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "kvm: needs /dev/kvm (a skip is a failure under CI=true or --require-kvm)")
     config.addinivalue_line("markers", "root: needs root (a skip is a failure under CI=true or --require-kvm)")
+    config.addinivalue_line("markers", "micro_vm(**options): the micro_vm fixture's VM: mem, vcpus, "
+                            "dirty_ring_entries, seed, ... (VmConfig), wps and pattern (the writer)")
 
 
 def _required(config):
@@ -73,15 +82,55 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped, but KVM/root tests may not skip here: {report.longrepr}"
 
 
-@contextlib.contextmanager
 def running_vm(**config):
-    """A MicroVm built from VmConfig(**config), started and warmed up."""
-    from kvmharness.microvm.machine import MicroVm, VmConfig
+    """A MicroVm built from VmConfig(**config), started and warmed up (a
+    context manager: kvmharness.microvm.running.running_vm)."""
+    from kvmharness.microvm.running import running_vm as running
 
-    with MicroVm(VmConfig(**config)) as vm:
-        vm.start()
-        vm.wait_ready()
+    return running(**config)
+
+
+MICRO_VM_DEFAULTS = {"mem": 256 << 20, "wps": 1_000_000}
+
+
+@pytest.fixture
+def micro_vm(request):
+    """A running MicroVm with its writer writing (see the module docstring);
+    the writer is held and the VM torn down after the test."""
+    from kvmharness.microvm.machine import VmConfig
+
+    why = kvm_missing()
+    if why:
+        (pytest.fail if _required(request.config) else pytest.skip)(f"micro_vm: {why}")
+    options = dict(MICRO_VM_DEFAULTS)
+    marker = request.node.get_closest_marker("micro_vm")
+    options.update(marker.kwargs if marker else {})
+    options.update(getattr(request, "param", None) or {})
+    wps, pattern = options.pop("wps"), options.pop("pattern", None)
+    unknown = set(options) - set(VmConfig.__dataclass_fields__)
+    if unknown:
+        pytest.fail(f"micro_vm: unknown option(s) {', '.join(sorted(unknown))}", pytrace=False)
+    with running_vm(**options) as vm:
+        vm.run_writer(wps, pattern)
         yield vm
+        vm.hold()
+
+
+@pytest.fixture
+def dirty_rate():
+    """measure(vm, mode="dirty-bitmap", ms=500, **DirtyRateMonitor options)
+    -> (DirtyRateResult, WindowCheck): one window, judged against replay."""
+    from kvmharness.dirtyrate import DirtyRateMonitor
+    from kvmharness.dirtyrate.verify import check_window
+
+    def measure(vm, mode="dirty-bitmap", ms=500, **options):
+        result = DirtyRateMonitor(vm, **options).measure(ms, "millisecond", mode=mode)
+        verdict = check_window(vm, result)
+        if not verdict.ok:
+            pytest.fail(verdict.describe(), pytrace=False)
+        return result, verdict
+
+    return measure
 
 
 def default_sigint():
@@ -107,38 +156,17 @@ def cli():
 
 def replayed(vm, edges):
     """{"narrow" | "truth" | "wide": (total, per vCPU)} unique pages replayed
-    between a window's edges (a DirtyRateResult's `edges`, or query-dirty-rate's
-    x-edges).  Each edge records the counters (before, after) it; the guest
-    dirties a page one instruction before it counts the write, so the cut lies
-    in [before, after + 1] (kvmharness/dirtyrate/window.py): narrow replays
-    from the latest start to the earliest end, wide the other way round, and
-    truth between the middles.  An exact tracker lies in [narrow, wide]."""
-    from kvmharness.microvm import replay
+    between a window's edges; an exact tracker lies in [narrow, wide]
+    (kvmharness.microvm.truth.replay_window)."""
+    from kvmharness.microvm.truth import replay_window
 
-    pairs = list(zip(edges["start"], edges["end"]))
-    ranges = {
-        "narrow": [(s[1] + 1, e[0]) for s, e in pairs],
-        "truth": [((s[0] + s[1] + 1) // 2, (e[0] + e[1] + 1) // 2) for s, e in pairs],
-        "wide": [(s[0], e[1] + 1) for s, e in pairs],
-    }
-    out = {}
-    for name, rs in ranges.items():
-        per = [replay.unique_pages(vm.logs[k], vm.slot_pages, lo, hi) for k, (lo, hi) in enumerate(rs)]
-        # the union: vCPUs that share a region write some pages both
-        total = replay.unique_pages([(vm.logs[k], lo, hi) for k, (lo, hi) in enumerate(rs)], vm.slot_pages)
-        out[name] = (total, per)
-    return out
+    return replay_window(vm, edges)
 
 
 def assert_paced(edges, wps, seconds):
-    """The writer never writes faster than asked (guest/writer.S, "Rate"): of
-    the writes a window's edges prove inside it, at most wps * (window +
-    catch-up) + 1 per vCPU, and some (it kept writing).  `wps` one rate or
-    one per vCPU."""
-    from kvmharness.microvm.writer import CATCH_UP_SECONDS
+    """The writer never writes faster than asked, and kept writing
+    (kvmharness.microvm.truth.pacing_problem).  `wps` one rate or one per vCPU."""
+    from kvmharness.microvm.truth import pacing_problem
 
-    pairs = list(zip(edges["start"], edges["end"]))
-    rates = wps if isinstance(wps, (list, tuple)) else [wps] * len(pairs)
-    for k, (((_, start_after), (end_before, _)), rate) in enumerate(zip(pairs, rates)):
-        inside = end_before - start_after - 1  # the cut lies in [before, after + 1]
-        assert 0 < inside <= rate * (seconds + CATCH_UP_SECONDS) + 1, (k, inside, rate, seconds)
+    problem = pacing_problem(edges, wps, seconds)
+    assert problem is None, problem

@@ -9,12 +9,10 @@ import subprocess
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from kvmharness.patterns import parse_burst
 from kvmharness.pytest_plugin import KVMHARNESS, running_vm
-from kvmharness.microvm import guest, replay
 from kvmharness.microvm.machine import MicroVm, VmConfig
 from kvmharness.migration.auth import authenticate_source
 from kvmharness.migration.destination import migrate_in
@@ -23,6 +21,8 @@ from kvmharness.migration.stream import (END, HEADER, MAGIC, PAGES, RECORD, VCPU
                                         ZERO_WIRE_BYTES, StreamError)
 from kvmharness.migration.testbed import veth_testbed
 from kvmharness.microvm.page_hash import count_zero_pages
+from kvmharness.microvm.truth import tag_mismatches
+from kvmharness.selftest.loopback import migrate_loopback
 
 pytestmark = [pytest.mark.kvm]
 MiB = 1 << 20
@@ -92,61 +92,6 @@ def test_non_converging_migration_stops_at_its_limit(link):
     assert dest.returncode == 1 and "the source gave up" in err
 
 
-def _in_process(source_vm, relay=None, downtime=0.3, verify="sent", bytes_per_second=400e6):
-    """Migrate source_vm to an in-process destination through `relay`
-    (bytes -> bytes or None to cut the stream)."""
-    src_sock, relay_in = socket.socketpair()
-    relay_out, dst_sock = socket.socketpair()
-    result = {}
-
-    def pump_forward():
-        sent = 0
-        try:
-            while True:
-                data = relay_in.recv(1 << 20)
-                if not data:
-                    break
-                data = relay(sent, data) if relay else data
-                if data is None:
-                    break
-                relay_out.sendall(data)
-                sent += len(data)
-            relay_out.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def pump_back():
-        try:
-            while True:
-                data = relay_out.recv(65536)
-                if not data:
-                    break
-                relay_in.sendall(data)
-        except OSError:
-            pass  # a side hung up: the test looks at what each side reported
-        relay_in.close()
-
-    def destination():
-        try:
-            result["arrival"] = migrate_in(dst_sock)
-        except StreamError as e:
-            result["error"] = str(e)
-        finally:
-            dst_sock.close()
-
-    threads = [threading.Thread(target=f, daemon=True) for f in (pump_forward, pump_back, destination)]
-    for t in threads:
-        t.start()
-    try:
-        result["report"] = migrate_out(source_vm, src_sock, downtime, 10, bytes_per_second, verify=verify)
-    except Exception as e:  # noqa: BLE001 - what the source saw
-        result["source-error"] = e
-    src_sock.close()
-    for t in threads:
-        t.join(30)
-    return result
-
-
 @pytest.fixture
 def source_vm():
     with MicroVm(VmConfig(mem=64 * MiB, seed=51)) as vm:
@@ -172,15 +117,11 @@ def _assert_replay_exact_after(result):
         counters = vm.counters()
         assert all(c > r for c, r in zip(counters, result["arrival"].resume_counters))
         assert result["arrival"].resume_counters == result["report"].switch_counters
-        tags = vm.page_tags()
-        want = replay.last_tags([(vm.logs[k], 0, c) for k, c in enumerate(counters)], vm.slot_pages)
-        written = want != 0
-        np.testing.assert_array_equal(tags[written], want[written])
-        assert np.all(tags[~written] == guest.WARM_TAG)
+        assert tag_mismatches(vm) == (0, 0)
 
 
 def test_replay_is_exact_after_migration(source_vm):
-    _assert_replay_exact_after(_in_process(source_vm))
+    _assert_replay_exact_after(migrate_loopback(source_vm))
 
 
 def test_an_idle_guest_switches_over_after_one_pass():
@@ -190,7 +131,7 @@ def test_an_idle_guest_switches_over_after_one_pass():
     validation run, bursts 50ms/950ms)."""
     with running_vm(mem=64 * MiB, seed=57) as vm:
         vm.hold()
-        result = _in_process(vm, bytes_per_second=None)
+        result = migrate_loopback(vm, bytes_per_second=None)
         assert "source-error" not in result, result.get("source-error")
         report = result["report"]
         assert report.converged and report.verified and len(report.iterations) == 1 and report.final_pages == 0
@@ -202,7 +143,7 @@ def test_two_vcpus_migrate_with_a_pattern_change_behind_them():
         vm.run_writer(20_000)
         vm.set_writer(pattern="sequential", vcpu=1)
         time.sleep(0.1)
-        _assert_replay_exact_after(_in_process(vm))
+        _assert_replay_exact_after(migrate_loopback(vm))
 
 
 def test_skewed_workloads_migrate_and_replay_stays_exact():
@@ -213,7 +154,7 @@ def test_skewed_workloads_migrate_and_replay_stays_exact():
         vm.run_writer(20_000, "zipf:0.99", write_percent=60, burst=parse_burst("20ms/10ms"))
         vm.set_writer(pattern="hotcold:0.1:0.9", vcpu=1)
         time.sleep(0.1)
-        result = _in_process(vm)
+        result = migrate_loopback(vm)
         assert result["arrival"].vm.writer.streams() == vm.writer.streams()
         _assert_replay_exact_after(result)
 
@@ -227,7 +168,7 @@ def test_a_zero_page_crosses_as_a_flag_and_arrives_as_zeros():
         time.sleep(0.1)
         vm.hold()  # RAM stays as counted below
         zero_before = count_zero_pages(vm.data.addr, vm.slot_pages)
-        result = _in_process(vm)
+        result = migrate_loopback(vm)
     report = result["report"]
     assert report.converged and report.verified
     first = report.iterations[0]
@@ -253,7 +194,7 @@ def test_corrupted_page_is_refused_and_the_source_keeps_running(source_vm):
         return bytes(data)
 
     source_vm.hold()
-    result = _in_process(source_vm, flip)
+    result = migrate_loopback(source_vm, flip)
     assert "pages differ from the source's" in result["error"]
     report = result["report"]
     assert not report.converged and report.destination["status"] == "refused"
@@ -276,7 +217,7 @@ def test_a_change_the_dirty_log_missed_is_caught_by_full_verification(verify):
                 page[100] ^= 0xFF
             return data
 
-        result = _in_process(vm, meddle, verify=verify)
+        result = migrate_loopback(vm, meddle, verify=verify)
         if verify == "full":
             assert "pages differ from the source's (first: page 5)" in result["error"]
             assert not result["report"].converged
@@ -288,7 +229,7 @@ def test_a_change_the_dirty_log_missed_is_caught_by_full_verification(verify):
 
 
 def test_truncated_stream_is_refused_and_the_source_keeps_running(source_vm):
-    result = _in_process(source_vm, lambda offset, data: None if offset > 3_000_000 else data)
+    result = migrate_loopback(source_vm, lambda offset, data: None if offset > 3_000_000 else data)
     assert "truncated" in result["error"]
     assert "source-error" in result or result["report"].destination["status"] == "refused"
     _keeps_running(source_vm)
@@ -413,7 +354,7 @@ class _InjectBeforeEnd:
 
 def test_no_page_is_taken_after_the_hashes(source_vm):
     rogue = RECORD.pack(PAGES, 1) + struct.pack("<Q", 0) + b"\xaa" * 4096
-    out = _in_process(source_vm, _InjectBeforeEnd(rogue))
+    out = migrate_loopback(source_vm, _InjectBeforeEnd(rogue))
     assert "PAGES record after the page hashes" in out["error"]
     assert not out["report"].converged  # refused, so the guest stayed
     _keeps_running(source_vm)

@@ -3,6 +3,7 @@
 from ..errors import UsageError
 from . import uapi
 from .ioctl import close_fd, ioctl
+from .system import check_extension
 
 
 class Vm:
@@ -16,8 +17,7 @@ class Vm:
 
     def check_extension(self, cap):
         """KVM_CHECK_EXTENSION on the VM fd (some answers are per VM)."""
-        number = getattr(uapi, cap) if isinstance(cap, str) else cap
-        return ioctl(self.fd, "KVM_CHECK_EXTENSION", number)
+        return check_extension(self.fd, cap)
 
     def set_user_memory_region(self, slot, guest_phys_addr, memory_size, userspace_addr, flags=0):
         region = uapi.kvm_userspace_memory_region(
