@@ -12,6 +12,21 @@ GiB = 1 << 30
 MODES = dict(zip(MODE_ORDER, ("tab:blue", "tab:orange", "tab:green")))
 
 
+def calc_time_axes(ax, ylabel, legend_size=None):
+    """A log calc-time axis, a grid and the legend: every bench plot's frame."""
+    ax.set_xscale("log")
+    ax.set_xlabel("calc-time (ms)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=legend_size)
+
+
+def save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _series(cells, size, mode):
     pts = sorted((c["calc-time-ms"], c) for (s, m, _), c in cells.items() if s == size and m == mode)
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -31,14 +46,8 @@ def plot_rates(plan, cells, path):
             theory_x, theory_y = xs, [c["theoretical-rate"] for c in cs]
         ax.plot(theory_x, theory_y, "k--", label="theoretical")
         ax.set_title(f"{size / GiB:g} GiB, {plan.pattern}, {plan.wps / 1e6:g} M writes/s")
-        ax.set_xlabel("calc-time (ms)")
-        ax.set_ylabel("dirty rate (MiB/s)")
-        ax.set_xscale("log")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        calc_time_axes(ax, "dirty rate (MiB/s)")
+    save(fig, path)
 
 
 def plot_ratios(plan, cells, path):
@@ -51,11 +60,5 @@ def plot_ratios(plan, cells, path):
                 ax.plot(xs, [c["ratio-to-expected"] for c in cs], styles[i % 4], marker="o", color=color,
                         label=f"{mode}, {size / GiB:g} GiB")
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("calc-time (ms)")
-    ax.set_ylabel("measured / expected from the guest's writes")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    calc_time_axes(ax, "measured / expected from the guest's writes", legend_size=8)
+    save(fig, path)

@@ -1,9 +1,11 @@
-"""`bench`: the seed's table, side by side in all three modes, with plots."""
+"""`bench`: the seed's table, side by side in all three modes, with plots;
+`bench --compare`: several hosts' results side by side (bench/compare.py)."""
 
 import os
 import tempfile
 
 from ..bench import bench, plan
+from ..bench.compare import compare
 from ..errors import UsageError
 
 
@@ -21,6 +23,12 @@ def check_out_dir(path):
 
 def main(args):
     check_out_dir(args.out)
+    if args.compare:
+        paths = compare(args.compare, args.out)
+        with open(paths["table"]) as f:
+            print(f.read())
+        print("written: " + ", ".join(paths.values()))
+        return 0
     the_plan = plan(quick=args.quick, sizes=args.sizes, runs=args.runs, pattern=args.pattern)
     paths = bench(the_plan, args.out)
     with open(paths["table"]) as f:
