@@ -72,6 +72,40 @@ _tcp_address = _arg(units.parse_tcp_address)
 _seed = _arg(parse_seed)
 
 
+def parse_parameter(text):
+    """'NAME=VALUE' -> (name, int or bool), as migrate-set-parameters takes it."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise UsageError(f"invalid parameter {text[:60]!r}: use NAME=VALUE")
+    if value in ("true", "false"):
+        return name, value == "true"
+    if not value.isascii() or not value.isdigit():
+        raise UsageError(f"invalid value for {name[:40]}: {value[:40]!r} (a whole number, or true/false)")
+    return name, int(value)
+
+
+def add_aid_arguments(p, throttle=True):
+    """The convergence aids outside a migration: a dirty limit, CPU throttling."""
+    p.add_argument("--dirty-limit", type=_positive_int, metavar="MB/S",
+                   help="limit every vCPU's dirty page rate to this many MB/s (QEMU's set-vcpu-dirty-limit; "
+                        "needs a dirty ring: --dirty-ring-size, default 1024 entries here)")
+    p.add_argument("--dirty-limit-period", type=_arg(parse_limit_period), default=1000, metavar="MS",
+                   help="how often the dirty limit measures and adjusts, 1..1000 ms (default 1000, QEMU's)")
+    if throttle:
+        p.add_argument("--cpu-throttle", type=_arg(parse_percent), metavar="PCT",
+                       help="throttle every vCPU to (100 - PCT) %% of its time, as auto-converge does (1..99)")
+        p.add_argument("--dirty-ring-size", type=_positive_int,
+                       help="dirty ring entries per vCPU (with --dirty-limit; default 1024)")
+
+
+def parse_limit_period(text):
+    return units.parse_count(text, "dirty limit period (ms)", 1, 1000)
+
+
+def parse_percent(text):
+    return units.parse_count(text, "CPU throttle (%)", 1, 99)
+
+
 def add_vm_arguments(p, wps_default="3M"):
     """Arguments every command that builds a VM takes."""
     p.add_argument("--mem", type=_arg(units.parse_size), default=units.parse_size("1GiB"),
@@ -118,6 +152,7 @@ def build_parser():
     add_vm_arguments(p)
     p.add_argument("--duration", type=_arg(units.parse_duration), default=2.0,
                    help="how long to write after the warm-up, e.g. 500ms, 2s (default 2s)")
+    add_aid_arguments(p)
     p.set_defaults(handler=_command("run"))
 
     p = sub.add_parser("calc-dirty-rate", help="measure the guest's dirty page rate, as QEMU's calc-dirty-rate")
@@ -143,6 +178,7 @@ def build_parser():
                    help="create the VM with a dirty ring of this many entries per vCPU "
                         "(offers mode dirty-ring instead of dirty-bitmap, as in QEMU)")
     p.add_argument("--secret-file", help="shared secret that QMP migrate's destinations must prove")
+    add_aid_arguments(p, throttle=False)
     p.set_defaults(handler=_command("qmp"), settle=0.0)
 
     p = sub.add_parser("bench", help="reproduce the seed's dirty-rate table side by side, with plots")
@@ -182,6 +218,16 @@ def build_parser():
                    help="sent (default): every page hashed as it is sent and received, nothing added to the "
                         "downtime; full: all of RAM hashed with the vCPUs stopped, which also proves the "
                         "dirty log missed no page")
+    p.add_argument("--capability", choices=["auto-converge", "dirty-limit"],
+                   help="QEMU's convergence aid: auto-converge (CPU throttling) or dirty-limit (needs the dirty "
+                        "ring: --dirty-ring-size); QEMU's trigger turns it on")
+    p.add_argument("--parameter", action="append", default=[], type=_arg(parse_parameter), metavar="NAME=VALUE",
+                   help="a QEMU migration parameter, e.g. cpu-throttle-initial=30, cpu-throttle-tailslow=true, "
+                        "vcpu-dirty-limit=50, x-vcpu-dirty-limit-period=100 (repeatable)")
+    p.add_argument("--dirty-ring-size", type=_positive_int,
+                   help="create the VM with a dirty ring of this many entries per vCPU (migration then reads "
+                        "the ring, as QEMU does with one)")
+    p.add_argument("--timeline", metavar="PNG", help="plot the guest's writes per 10 ms over the migration")
     p.add_argument("--predict-link", type=_arg(units.parse_bandwidth),
                    help="first predict the migration over a link of this bandwidth (dirty-bitmap dirty(t)), "
                         "then migrate and report both")

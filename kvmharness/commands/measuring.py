@@ -15,6 +15,17 @@ def writer_options(args):
             "shared_region": True if args.shared_region else None}
 
 
+LIMIT_RING_ENTRIES = 1024  # 4 MiB a vCPU: fills often enough for a 100 ms dirty-limit period to see several
+
+
+def ring_size_for(args):
+    """The dirty ring a command's VM gets: --dirty-ring-size, else a small
+    one when a dirty limit is asked for (the limit needs a ring), else none."""
+    if getattr(args, "dirty_ring_size", None):
+        return args.dirty_ring_size
+    return LIMIT_RING_ENTRIES if getattr(args, "dirty_limit", None) else None
+
+
 @contextlib.contextmanager
 def measurement_vm(args, ring_entries=None):
     """ring_entries: None for no dirty ring, 0 for the host's maximum."""

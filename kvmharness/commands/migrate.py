@@ -12,7 +12,9 @@ from ..migration.auth import AuthError, is_loopback, load_secret
 from ..migration.destination import migrate_in
 from ..migration.model import Link
 from ..migration.predict import predict_for
-from ..migration.source import migrate_out
+from ..migration import parameters as mp
+from ..migration.source import Aid, migrate_out
+from ..migration.timeline import plot_timeline
 
 
 def main(args):
@@ -21,7 +23,14 @@ def main(args):
         sock = socket.create_connection(args.to, timeout=30)
     except OSError as e:
         raise HarnessError(f"cannot connect to {args.to[0]}:{args.to[1]}: {e.strerror or e}") from None
-    with sock, measurement_vm(args) as (vm, _):
+    caps = {args.capability: True} if args.capability else {}
+    try:
+        params = mp.merged(mp.defaults(), dict(args.parameter))
+        mp.check_capabilities(caps, bool(args.dirty_ring_size))
+    except mp.ParameterError as e:
+        raise UsageError(str(e)) from None
+    aid = Aid(args.capability, mp.throttle_parameters(params))
+    with sock, measurement_vm(args, args.dirty_ring_size) as (vm, _):
         sock.settimeout(None)
         prediction = None
         if args.predict_link:
@@ -30,9 +39,11 @@ def main(args):
             curve, prediction = measured.curve, verdicts[(link, args.downtime)]
         try:
             report = migrate_out(vm, sock, args.downtime, args.max_iterations,
-                                 args.bandwidth / 8 if args.bandwidth else None, secret, args.verify)
+                                 args.bandwidth / 8 if args.bandwidth else None, secret, args.verify, aid)
         except OSError as e:
             raise HarnessError(f"migration failed, the source guest keeps running: {e}") from None
+    if args.timeline:
+        plot_timeline(report, args.timeline)
     if args.json:
         out = report.to_json()
         if prediction is not None:
@@ -45,8 +56,14 @@ def main(args):
             print(f"predicted: {'converges' if m.converges else 'does not converge'}, "
                   f"{len(m.iterations)} iterations, total {m.total_seconds:.3f} s, "
                   f"downtime {m.downtime_seconds * 1e3:.1f} ms")
+        unit = "%" if report.aid == "auto-converge" else " MB/s"
         for i, it in enumerate(report.iterations):
-            print(f"iteration {i}: {it.pages} pages, {it.bytes / 2**20:.1f} MiB, {it.seconds:.3f} s")
+            level = f", {report.aid} {report.levels[i]}{unit}" if report.aid and report.levels[i] else ""
+            print(f"iteration {i}: {it.pages} pages, {it.bytes / 2**20:.1f} MiB, {it.seconds:.3f} s{level}")
+        if report.aid:
+            print(f"{report.aid}: " + ("; ".join(f"{s.level}{unit} from {s.seconds:.2f} s (after iteration "
+                                                  f"{s.iteration})" for s in report.throttle_steps)
+                                        or "never triggered"))
         print(f"{report.reason}; final {report.final_pages} pages; total {report.total_seconds:.3f} s; "
               f"downtime {report.downtime_seconds * 1e3:.1f} ms"
               + (f" (of which hashing all of RAM for the full check: {report.hash_seconds * 1e3:.1f} ms)"

@@ -9,7 +9,7 @@ from .. import units
 from ..dirtyrate import modes
 from ..errors import UsageError
 from ..migration.model import Link
-from ..migration.predict import TABLE_BANDWIDTHS, TABLE_DOWNTIMES, predict_for
+from ..migration.predict import TABLE_BANDWIDTHS, TABLE_DOWNTIMES, advise, predict_for
 from .measuring import measurement_vm
 
 
@@ -25,6 +25,8 @@ def main(args):
                                          one_run=args.curve == "one-run")
     curve = measured.curve
     main = verdicts[(links[0], args.downtime)]
+    advice = advise(curve, links[0], args.downtime, args.vcpus, max(args.max_iterations, 100),
+                    switch_seconds=main.switch_seconds, zero_pages=measured.zero_pages)
     bandwidths = sorted({link.bits_per_second for link in links})
     ordered = sorted(downtimes)
     table = [verdicts[(link, d)] for link in sorted(links, key=lambda link: link.goodput)
@@ -35,7 +37,7 @@ def main(args):
                "curve": [[round(t * 1e3, 3), round(p)] for t, p in curve.points],
                "curve-measurement": args.curve, "curve-seconds": round(measured.seconds, 3),
                "zero-pages": round(measured.zero_pages),
-               "fitted-pages-per-second": round(curve.rate, 1)}
+               "fitted-pages-per-second": round(curve.rate, 1), "aids": advice.to_json()}
         if table:
             out["table"] = [v.to_json() for v in table]
         print(json.dumps(out, indent=2))
@@ -50,6 +52,13 @@ def main(args):
     m = main.model
     print(f"pre-copy model: {'converges' if m.converges else 'does not converge'} ({m.reason}); "
           f"{len(m.iterations)} iterations, total {m.total_seconds:.2f} s, downtime {m.downtime_seconds * 1e3:.1f} ms")
+    print(f"with QEMU's aids (its trigger and defaults; up to {max(args.max_iterations, 100)} iterations): "
+          f"{advice.answer}")
+    for name, p in (("auto-converge", advice.auto_converge), ("dirty-limit", advice.dirty_limit)):
+        level = f"{p.final_level} %" if name == "auto-converge" else f"{advice.dirty_limit_mb_s or 1} MB/s"
+        print(f"  {name:13} {'converges' if p.converges else 'does not converge'} at {level}: "
+              f"total {p.total_seconds:.2f} s, downtime {p.downtime_seconds * 1e3:.1f} ms, "
+              f"guest slowed by {p.slowdown * 100:.0f} % while it migrates")
     if table:
         print()
         print(prediction_table(verdicts, links, ordered, bandwidths))

@@ -16,7 +16,7 @@ import stat
 from ..errors import HarnessError, Signalled, UsageError
 from ..migration.auth import load_secret
 from ..qmp import QmpServer
-from .measuring import measurement_vm
+from .measuring import measurement_vm, ring_size_for
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
@@ -55,7 +55,10 @@ def main(args):
     caught = []
 
     async def serve(vm, monitor):
-        server = await QmpServer(vm, monitor, secret).start(args.socket, args.tcp)
+        qmp = QmpServer(vm, monitor, secret, args.dirty_limit_period)
+        if args.dirty_limit:
+            qmp.context.dirty_limit.set(args.dirty_limit)
+        server = await qmp.start(args.socket, args.tcp)
         loop = asyncio.get_running_loop()
         for signo in SIGNALS:
             loop.add_signal_handler(signo, lambda s=signo: (caught.append(s), server.request_quit("host-signal")))
@@ -67,7 +70,7 @@ def main(args):
 
     previous = {signo: signal.getsignal(signo) for signo in SIGNALS}
     try:
-        with measurement_vm(args, args.dirty_ring_size) as (vm, monitor):
+        with measurement_vm(args, ring_size_for(args)) as (vm, monitor):
             try:
                 asyncio.run(serve(vm, monitor))
             finally:

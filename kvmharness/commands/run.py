@@ -7,7 +7,10 @@ from .. import units
 from ..errors import UsageError
 from ..microvm.machine import MicroVm, VmConfig
 from ..microvm.writer import measure_writer
-from .measuring import writer_options
+from ..convergence.cpu_throttle import CpuThrottle
+from ..convergence.dirty_limit import DirtyLimit
+from ..microvm.guest import PAGE_SIZE
+from .measuring import ring_size_for, writer_options
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,9 @@ class RunResult:
     per_vcpu: tuple  # VcpuRate
     writes: int  # accesses: writes and reads
     writes_per_second: float
+    aids: str = "none"
+    throttled_seconds: tuple = ()  # per vCPU, slept for the aids since the start
+
 
     def to_json(self):
         return {
@@ -43,31 +49,70 @@ class RunResult:
                 {"id": r.vcpu, "writes": r.writes, "writes-per-second": round(r.writes_per_second, 1),
                  "reads": r.reads, "schedule-resets": r.schedule_resets,
                  "schedule-dropped-seconds": round(r.dropped_seconds, 6),
-                 "burst-idle-seconds": round(r.idled_seconds, 6)}
+                 "burst-idle-seconds": round(r.idled_seconds, 6),
+                 **({"dirty-pages": r.dirty_pages, "dirty-rate-mb-s": round(_mb_s(r.dirty_pages, self.seconds), 1)}
+                    if r.dirty_pages is not None else {})}
                 for r in self.per_vcpu
             ],
+            "aids": self.aids,
+            "throttled-seconds": [round(t, 6) for t in self.throttled_seconds],
         }
 
 
+def _mb_s(pages, seconds):
+    return pages * PAGE_SIZE / (1 << 20) / seconds
+
+
+@dataclass(frozen=True)
+class Aids:
+    """What slows the guest during the run: a dirty limit (MB/s per vCPU,
+    on a dirty ring of `ring_entries`), or CPU throttling (%)."""
+
+    dirty_limit: int | None = None
+    dirty_limit_period_ms: int = 1000
+    ring_entries: int = 0
+    cpu_throttle: int | None = None
+
+    @property
+    def settle(self):
+        """Seconds to let a dirty limit settle before measuring (five periods)."""
+        return 5 * self.dirty_limit_period_ms / 1000 if self.dirty_limit else 0.0
+
+    def __str__(self):
+        parts = [f"dirty limit {self.dirty_limit} MB/s per vCPU (period {self.dirty_limit_period_ms} ms, "
+                 f"ring {self.ring_entries} entries)"] if self.dirty_limit else []
+        parts += [f"CPU throttle {self.cpu_throttle} %"] if self.cpu_throttle else []
+        return ", ".join(parts) or "none"
+
+
 def run(mem, wps, duration, vcpus=1, pattern="random", seed=1, prefault=True, write_percent=100, burst=None,
-        shared_region=None):
+        shared_region=None, aids=Aids()):
     """`writes` here count accesses; with a write percentage below 100,
-    `reads` of them were reads."""
-    with MicroVm(VmConfig(mem=mem, vcpus=vcpus, seed=seed, prefault=prefault)) as vm:
+    `reads` of them were reads.  With a dirty limit, each vCPU's distinct
+    pages are replayed too (the rate the limit holds)."""
+    config = VmConfig(mem=mem, vcpus=vcpus, seed=seed, prefault=prefault, dirty_ring_entries=aids.ring_entries)
+    with MicroVm(config) as vm:
         vm.start()
         warm = vm.wait_ready()
-        seconds, per = measure_writer(vm, duration, wps, pattern, write_percent=write_percent, burst=burst,
-                                      shared_region=shared_region)
+        if aids.dirty_limit:
+            DirtyLimit(vm, aids.dirty_limit_period_ms).set(aids.dirty_limit)
+        if aids.cpu_throttle:
+            CpuThrottle(vm).set(aids.cpu_throttle)
+        seconds, per = measure_writer(vm, duration, wps, pattern, settle=aids.settle,
+                                      count_pages=bool(aids.dirty_limit), write_percent=write_percent,
+                                      burst=burst, shared_region=shared_region)
+        slept = vm.throttled_seconds()
     writes = sum(r.writes for r in per)
     return RunResult(mem, vcpus, wps, pattern, float(write_percent), str(burst) if burst else "none",
-                     bool(shared_region), warm, seconds, per, writes, writes / seconds)
+                     bool(shared_region), warm, seconds, per, writes, writes / seconds, str(aids), tuple(slept))
 
 
 def main(args):
     if args.duration <= 0:
         raise UsageError("the duration must be more than 0")
+    aids = Aids(args.dirty_limit, args.dirty_limit_period, ring_size_for(args) or 0, args.cpu_throttle)
     result = run(args.mem, args.wps, args.duration, args.vcpus, args.pattern, args.seed, args.prefault,
-                 **writer_options(args))
+                 aids=aids, **writer_options(args))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
@@ -81,6 +126,12 @@ def main(args):
         stalls = (f", {r.schedule_resets} host stalls gave up {r.dropped_seconds * 1e3:.1f} ms of schedule"
                   if r.schedule_resets else "")
         reads = f", of which {r.reads} reads" if r.reads else ""
-        print(f"  vCPU {r.vcpu}: {units.format_rate(r.writes_per_second)}writes/s ({r.writes} accesses{reads}{stalls})")
+        dirty = (f", {_mb_s(r.dirty_pages, result.seconds):.1f} MB/s of distinct pages (replayed)"
+                 if r.dirty_pages is not None else "")
+        print(f"  vCPU {r.vcpu}: {units.format_rate(r.writes_per_second)}writes/s ({r.writes} accesses{reads}"
+              f"{stalls}){dirty}")
+    if result.aids != "none":
+        print(f"aids: {result.aids}; slept outside the guest: "
+              + ", ".join(f"{t:.2f} s" for t in result.throttled_seconds))
     print(f"total: {units.format_rate(result.writes_per_second)}writes/s over {result.seconds:.3f} s")
     return 0

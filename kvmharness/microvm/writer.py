@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .._native import lib
 from ..errors import HarnessError, UsageError
-from . import guest, workload
+from . import guest, replay, workload
 from .replay import WriterStream
 from .. import patterns
 
@@ -277,6 +277,7 @@ class VcpuRate:
     dropped_seconds: float  # schedule those restarts gave up: the writer was paced for seconds - this
     idled_seconds: float = 0.0  # idle burst phases begun meanwhile
     reads: int = 0  # of `writes`, the accesses that were reads
+    dirty_pages: int | None = None  # distinct pages written meanwhile (replayed), if asked for
 
     def expected_writes(self, wps, seconds):
         """The accesses a writer paced at `wps` owes over `seconds` once the
@@ -286,11 +287,13 @@ class VcpuRate:
         return wps * (seconds - self.dropped_seconds - self.idled_seconds)
 
 
-def measure_writer(vm, duration, wps=0, pattern="random", **options):
+def measure_writer(vm, duration, wps=0, pattern="random", settle=0.0, count_pages=False, **options):
     """Run the writer of a ready VM for `duration` seconds; (seconds, VcpuRate
     per vCPU).  Counters are read at both ends of the interval, after the
-    writer is already going, so start-up is not in the figure."""
+    writer is already going (and `settle` seconds more: a dirty limit
+    adjusts over periods), so start-up is not in the figure."""
     vm.run_writer(wps, pattern, **options)
+    time.sleep(settle)
     first = vm.snapshot()
     time.sleep(duration)
     last = vm.snapshot()
@@ -298,7 +301,8 @@ def measure_writer(vm, duration, wps=0, pattern="random", **options):
     seconds = last.time - first.time
     per = tuple(
         VcpuRate(k, b - a, (b - a) / seconds, s1.resets - s0.resets, s1.dropped - s0.dropped,
-                 s1.idled - s0.idled, s1.reads - s0.reads)
+                 s1.idled - s0.idled, s1.reads - s0.reads,
+                 replay.unique_pages(vm.logs[k], vm.slot_pages, a, b) if count_pages else None)
         for k, (a, b, s0, s1) in enumerate(zip(first.counters, last.counters, first.schedules, last.schedules))
     )
     return seconds, per

@@ -19,6 +19,7 @@ Two verdicts:
 import math
 from dataclasses import dataclass
 
+from ..convergence.trigger import ThrottleParameters, ThrottleTrigger
 from ..microvm.guest import PAGE_SIZE
 from .stream import ZERO_WIRE_BYTES
 
@@ -99,8 +100,25 @@ class Prediction:
     downtime_seconds: float  # the final copy, vCPUs stopped
     total_seconds: float
     reason: str
+    aid: str | None = None
+    levels: tuple = ()  # the aid's level during each iteration
+    steps: tuple = ()  # (seconds, iteration, level) when the trigger fired
+    slowdown: float = 0.0  # share of the guest's pace lost while it ran during the migration
+
+    @property
+    def final_level(self):
+        return self.levels[-1] if self.levels else 0
 
     def to_json(self):
+        out = self._core_json()
+        if self.aid:
+            out.update({"aid": self.aid, "final-level": self.final_level, "levels-per-iteration": list(self.levels),
+                        "throttle-steps": [{"seconds": round(t, 3), "iteration": i, "level": v}
+                                           for t, i, v in self.steps],
+                        "guest-slowdown": round(self.slowdown, 4)})
+        return out
+
+    def _core_json(self):
         return {
             "converges": self.converges,
             "iterations": [{"pages": round(i.pages), "bytes": round(i.bytes), "seconds": round(i.seconds, 6)}
@@ -130,43 +148,89 @@ def switch_now(pending_bytes, limit_bytes, bytes_per_second, last_seconds, itera
     the refinement (scripts/bench_migration.py)."""
     if pending_bytes > limit_bytes:
         return False
-    if iterations >= max_iterations or pending_bytes == 0:
-        return True
+    if iterations >= max_iterations or pending_bytes < PAGE_WIRE_BYTES:  # nothing left: a model's
+        return True  # geometric tail (pages dirtied per pass halving or faster) never reaches 0 exactly
     return pending_bytes / bytes_per_second >= last_seconds / 2
 
 
+def aid_scale(aid, level, vcpu_rate_mb_s):
+    """How fast the guest dirties under an aid at `level`, as a fraction of
+    its own pace: auto-converge at p % leaves each vCPU (1 - p) of its time;
+    a dirty limit of Q MB/s holds a vCPU that would dirty r MB/s to Q / r.
+    Both slow the writer's clock alike, so dirty(t) becomes dirty(scale x t)."""
+    if not level or aid is None:
+        return 1.0
+    if aid == "auto-converge":
+        return 1 - level / 100
+    return min(1.0, level / vcpu_rate_mb_s) if vcpu_rate_mb_s > 0 else 1.0
+
+
 def simulate_precopy(curve, link, downtime, max_iterations=30, resident_pages=None, switch_seconds=0.0,
-                     zero_pages=0):
+                     zero_pages=0, aid=None, params=ThrottleParameters(), vcpus=1):
     """Iterate pre-copy on the curve; the source's switch-over rule.  The predicted
     downtime is the last copy plus `switch_seconds`, the fixed cost of the
     switch-over itself (for us: hashing every page on both sides).
     Iteration 0 sends `zero_pages` as flags (ZERO_WIRE_BYTES each); the
-    pages dirtied later hold data."""
+    pages dirtied later hold data.  `aid` ("auto-converge", "dirty-limit"
+    or None) with `params` runs QEMU's trigger (convergence/trigger.py) at
+    every sync, as the source does, and slows the curve by aid_scale."""
     npages = curve.npages if resident_pages is None else resident_pages
     zero_pages = min(max(zero_pages, 0), npages)
     limit_bytes = link.goodput * downtime
+    vcpu_rate = curve.rate * PAGE_SIZE / (1 << 20) / max(vcpus, 1)  # MB/s per vCPU, unthrottled
+    trigger = ThrottleTrigger(aid, params)
+    trigger.sync(0.0, 0, 0)
     first = (npages - zero_pages) * PAGE_WIRE_BYTES + zero_pages * ZERO_WIRE_BYTES
     iterations = [Iteration(npages, first, first / link.goodput)]
+    levels, steps = [0], []
+    elapsed, sent = iterations[0].seconds, first
     best = math.inf
     stalled = 0
+
+    def done(converges, pending_bytes, reason, final=0.0):
+        total = sum(i.seconds for i in iterations) + final
+        return Prediction(converges, tuple(iterations), final if converges else pending_bytes / link.goodput,
+                          total, reason, aid, tuple(levels), tuple(steps),
+                          _slowdown(iterations, levels, aid, vcpu_rate, final))
+
     while True:
-        pending = curve.at(iterations[-1].seconds)
+        scale = aid_scale(aid, levels[-1], vcpu_rate)
+        pending = curve.at(iterations[-1].seconds * scale)
         pending_bytes = pending * PAGE_WIRE_BYTES
+        step = trigger.sync(elapsed, pending, sent)
+        if step is not None:
+            steps.append((elapsed, len(iterations), step.level))
+            stalled, best = 0, math.inf  # the aid changed: progress is possible again
         if switch_now(pending_bytes, limit_bytes, link.goodput, iterations[-1].seconds, len(iterations),
                       max_iterations):
-            final = pending_bytes / link.goodput + switch_seconds
-            total = sum(i.seconds for i in iterations) + final
-            return Prediction(True, tuple(iterations), final, total,
-                              f"switch-over after {len(iterations)} iterations")
+            return done(True, pending_bytes, f"switch-over after {len(iterations)} iterations",
+                        pending_bytes / link.goodput + switch_seconds)
         if len(iterations) >= max_iterations:
-            return Prediction(False, tuple(iterations), pending_bytes / link.goodput,
-                              sum(i.seconds for i in iterations),
-                              f"still {round(pending)} pages to copy after {max_iterations} iterations")
+            return done(False, pending_bytes, f"still {round(pending)} pages to copy after {max_iterations} iterations")
         stalled = stalled + 1 if pending >= best * 0.999 else 0
         best = min(best, pending)
-        if stalled >= 3:
-            return Prediction(False, tuple(iterations), pending_bytes / link.goodput,
-                              sum(i.seconds for i in iterations),
-                              f"no progress: {round(pending)} pages dirtied per iteration, "
-                              f"{round(limit_bytes / PAGE_WIRE_BYTES)} fit in the downtime")
+        if stalled >= 3 and not _aid_can_rise(aid, trigger, params):
+            return done(False, pending_bytes, f"no progress: {round(pending)} pages dirtied per iteration, "
+                                              f"{round(limit_bytes / PAGE_WIRE_BYTES)} fit in the downtime")
         iterations.append(Iteration(pending, pending_bytes, pending_bytes / link.goodput))
+        levels.append(trigger.level)
+        elapsed += iterations[-1].seconds
+        sent += pending_bytes
+
+
+def _aid_can_rise(aid, trigger, params):
+    """Whether the aid may still slow the guest further (so a stall may end)."""
+    if aid == "auto-converge":
+        return trigger.level < min(params.max_cpu_throttle, 99)
+    if aid == "dirty-limit":
+        return trigger.level != params.vcpu_dirty_limit
+    return False
+
+
+def _slowdown(iterations, levels, aid, vcpu_rate, final):
+    """The share of its pace the guest loses over the migration's live
+    part (the downtime stops it whatever the aid)."""
+    live = sum(i.seconds for i in iterations)
+    if not live:
+        return 0.0
+    return sum(i.seconds * (1 - aid_scale(aid, level, vcpu_rate)) for i, level in zip(iterations, levels)) / live

@@ -8,12 +8,14 @@ length plus set-up; `one_run=False` measures one window per point, as
 before (kept to compare the two: scripts/bench_predict.py).
 """
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
 
 from ..dirtyrate.monitor import MAX_CALC_TIME_MS, MIN_CALC_TIME_MS, default_periods
-from .model import PAGE_WIRE_BYTES, DirtyCurve, seed_verdict, simulate_precopy
+from ..convergence.trigger import ThrottleParameters
+from .model import PAGE_SIZE, PAGE_WIRE_BYTES, DirtyCurve, seed_verdict, simulate_precopy
 from .stream import VCPU_BYTES
 
 BASE_WINDOWS_MS = (50, 100, 200, 500, 1000, 2000, 5000)
@@ -65,6 +67,7 @@ class Verdict:
     downtime: float
     seed: dict
     model: object  # Prediction
+    switch_seconds: float = 0.0  # the switch-over's fixed cost the model counted
 
     def to_json(self):
         downtime = round(self.downtime * 1e3, 3) if math.isfinite(self.downtime) else None  # null: unlimited
@@ -79,7 +82,7 @@ def verdict(curve, link, downtime, max_iterations=30, switch_seconds=0.0, zero_p
         seed = seed_verdict(curve.at(downtime), downtime, link)
     return Verdict(link.bits_per_second, downtime, seed,
                    simulate_precopy(curve, link, downtime, max_iterations, switch_seconds=switch_seconds,
-                                    zero_pages=zero_pages))
+                                    zero_pages=zero_pages), switch_seconds)
 
 
 def switch_over_cost(vm, link):
@@ -101,3 +104,59 @@ def predict_for(vm, links, downtimes, mode="dirty-bitmap", max_iterations=30, on
     return measured, {(link, d): verdict(measured.curve, link, d, max_iterations,
                                          switch_over_cost(vm, link), measured.zero_pages)
                       for link in links for d in downtimes}
+
+
+@dataclass(frozen=True)
+class AidAdvice:
+    """predict's answer for one link and downtime: converges without aid,
+    with auto-converge (QEMU's parameters; at which throttle), with a dirty
+    limit (the largest per-vCPU quota that converges), or not at all."""
+
+    none: object  # Prediction
+    auto_converge: object  # Prediction with auto-converge
+    dirty_limit: object  # Prediction with the largest converging quota, or with the smallest (1 MB/s)
+    dirty_limit_mb_s: int | None  # that quota; None if no quota converges
+
+    @property
+    def answer(self):
+        if self.none.converges:
+            return "converges without aid"
+        options = []
+        if self.auto_converge.converges:
+            options.append(f"with auto-converge at ~{self.auto_converge.final_level} %")
+        if self.dirty_limit_mb_s is not None:
+            options.append(f"with a dirty limit of {self.dirty_limit_mb_s} MB/s per vCPU")
+        return "converges " + " or ".join(options) if options else "does not converge, with or without aid"
+
+    def to_json(self):
+        return {"answer": self.answer, "none": self.none.to_json(), "auto-converge": self.auto_converge.to_json(),
+                "dirty-limit": self.dirty_limit.to_json(), "dirty-limit-mb-s": self.dirty_limit_mb_s}
+
+
+def advise(curve, link, downtime, vcpus=1, max_iterations=100, params=ThrottleParameters(), **model):
+    """Model the migration without aid, with auto-converge, and with dirty
+    limits: the largest quota (MB/s per vCPU, whole) that still converges,
+    found by bisection between 1 MB/s and the guest's own per-vCPU rate
+    (a larger quota would not slow it).  Convergence is monotone in the
+    quota as far as the model goes: a smaller quota never dirties more."""
+    def run(aid, p=params):
+        return simulate_precopy(curve, link, downtime, max_iterations, aid=aid, params=p, vcpus=vcpus, **model)
+
+    def with_limit(q):
+        return run("dirty-limit", dataclasses.replace(params, vcpu_dirty_limit=q))
+
+    none, throttled = run(None), run("auto-converge")
+    rate = math.ceil(curve.rate * PAGE_SIZE / (1 << 20) / max(vcpus, 1))
+    low = with_limit(1)
+    if not low.converges:
+        return AidAdvice(none, throttled, low, None)
+    good, bad = 1, max(rate, 2)
+    best = low
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        p = with_limit(mid)
+        if p.converges:
+            good, best = mid, p
+        else:
+            bad = mid
+    return AidAdvice(none, throttled, best, good)

@@ -156,8 +156,8 @@ _QUIT = object()
 
 
 class QmpServer:
-    def __init__(self, vm, monitor, migration_secret=None):
-        self.context = QmpContext(vm, monitor, migration_secret)
+    def __init__(self, vm, monitor, migration_secret=None, dirty_limit_period_ms=QEMU_PERIOD_MS):
+        self.context = QmpContext(vm, monitor, migration_secret, dirty_limit_period_ms)
         self.sessions = set()
         self._servers = []
         self._loop = None
