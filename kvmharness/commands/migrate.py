@@ -1,6 +1,7 @@
 """`migrate` and `migrate-listen`: the two ends of a live migration of the
 micro-VM."""
 
+import dataclasses
 import json
 import socket
 import sys
@@ -10,7 +11,7 @@ from .measuring import measurement_vm
 from ..errors import HarnessError, UsageError
 from ..migration.auth import AuthError, is_loopback, load_secret
 from ..migration.destination import migrate_in
-from ..migration.model import Link
+from ..migration.model import Link, simulate_precopy
 from ..migration.predict import predict_for
 from ..migration import parameters as mp
 from ..migration.source import Aid, migrate_out
@@ -19,10 +20,6 @@ from ..migration.timeline import plot_timeline
 
 def main(args):
     secret = load_secret(args.secret_file) if args.secret_file else None
-    try:
-        sock = socket.create_connection(args.to, timeout=30)
-    except OSError as e:
-        raise HarnessError(f"cannot connect to {args.to[0]}:{args.to[1]}: {e.strerror or e}") from None
     caps = {args.capability: True} if args.capability else {}
     try:
         params = mp.merged(mp.defaults(), dict(args.parameter))
@@ -30,13 +27,22 @@ def main(args):
     except mp.ParameterError as e:
         raise UsageError(str(e)) from None
     aid = Aid(args.capability, mp.throttle_parameters(params))
+    try:
+        sock = socket.create_connection(args.to, timeout=30)
+    except OSError as e:
+        raise HarnessError(f"cannot connect to {args.to[0]}:{args.to[1]}: {e.strerror or e}") from None
     with sock, measurement_vm(args, args.dirty_ring_size) as (vm, _):
         sock.settimeout(None)
         prediction = None
         if args.predict_link:
             link = Link(args.predict_link)
-            measured, verdicts = predict_for(vm, [link], [args.downtime], max_iterations=args.max_iterations)
+            mode = "dirty-ring" if vm.ring is not None else "dirty-bitmap"  # KVM offers one or the other
+            measured, verdicts = predict_for(vm, [link], [args.downtime], mode, args.max_iterations)
             curve, prediction = measured.curve, verdicts[(link, args.downtime)]
+            if aid.name:  # the model runs the aid as the source will, with the same trigger and parameters
+                prediction = dataclasses.replace(prediction, model=simulate_precopy(
+                    curve, link, args.downtime, args.max_iterations, switch_seconds=prediction.switch_seconds,
+                    zero_pages=measured.zero_pages, aid=aid.name, params=aid.params, vcpus=args.vcpus))
         try:
             report = migrate_out(vm, sock, args.downtime, args.max_iterations,
                                  args.bandwidth / 8 if args.bandwidth else None, secret, args.verify, aid)

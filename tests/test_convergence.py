@@ -1,0 +1,336 @@
+"""The convergence aids (kvmharness/convergence/): QEMU's dirty limit and CPU
+throttling on a real VM, checked against replay of the guest's writes;
+QEMU's QMP/HMP contract byte for byte; QEMU's trigger and the model that
+runs it; and migrations that converge only with an aid, on a shaped link."""
+
+import json
+import math
+import subprocess
+import time
+
+import pytest
+
+from kvmharness.convergence import cpu_throttle, dirty_limit as dl
+from kvmharness.convergence.trigger import ThrottleParameters, ThrottleTrigger, next_cpu_throttle
+from kvmharness.microvm import replay
+from kvmharness.migration import parameters as mp
+from kvmharness.migration.model import DirtyCurve, Link, aid_scale, simulate_precopy
+from kvmharness.migration.predict import advise
+from kvmharness.migration.testbed import veth_testbed
+from kvmharness.pytest_plugin import KVMHARNESS, running_vm
+
+from qmp_helpers import RawClient, serving
+
+MB = 1 << 20
+PAGE = 4096
+
+
+# ---- QEMU's controller, trigger and checks: pure ---------------------------------------------------------------
+def test_dirty_limit_controller_follows_qemu():
+    full = dl.ring_full_time_us(4096, 400)
+    assert full == 16 * 1_000_000 // 400  # 4096 entries = 16 MB of pages, at 400 MB/s
+    assert dl.next_throttle(100, 120, 777, full) == 777  # within 25 MB/s: untouched
+    assert dl.next_throttle(20, 0, 777, full) == 777  # 0 is within 25 of a quota of 20
+    assert dl.next_throttle(100, 0, 777, full) == 0  # no dirtying: no sleep
+    # 80 % off (more than 50 %): in proportion, full x 80 / 20
+    assert dl.next_throttle(100, 500, 1000, full) == 1000 + full * 4
+    assert dl.next_throttle(500, 100, 1000, full) == 0  # clamped at 0
+    # 28 % off: a tenth of the ring-full time
+    assert dl.next_throttle(100, 140, 1000, full) == 1000 + full // 10
+    assert dl.next_throttle(140, 100, 9000, full) == 9000 - full // 10
+    assert dl.next_throttle(1, 10_000, 98 * full, full) == 99 * full  # at most 99 ring-full times
+
+
+def test_qemus_trigger_needs_two_high_periods_of_over_a_second():
+    t = ThrottleTrigger("auto-converge")
+    assert t.sync(0.0, 0, 0) is None  # opens the first period
+    assert t.sync(0.5, 10_000, 100 * MB) is None  # period not over
+    assert t.sync(1.2, 10_000, 200 * MB) is None  # high once: 80 MB dirty > 50 % of 200 MB? no: 78 < 100
+    assert t.sync(2.4, 40_000, 300 * MB) is None  # high (156 MB > 50 MB), first time
+    step = t.sync(3.6, 40_000, 400 * MB)  # high again: throttle starts at 20 %
+    assert (step.aid, step.level) == ("auto-converge", 20)
+    assert t.sync(4.8, 40_000, 500 * MB) is None  # the count starts again
+    assert t.sync(6.0, 40_000, 600 * MB).level == 30
+    limit = ThrottleTrigger("dirty-limit", ThrottleParameters(vcpu_dirty_limit=40))
+    limit.sync(0, 0, 0)
+    levels = [limit.sync(1.1 * k, 40_000, 100 * MB * k) for k in range(1, 7)]
+    assert [s.level for s in levels if s] == [40]  # set once, not again while unchanged
+
+
+def test_tailslow_and_the_ceiling():
+    p = ThrottleParameters(cpu_throttle_tailslow=True, max_cpu_throttle=45)
+    assert next_cpu_throttle(0, 100, 50, p) == 20
+    # 80 % of CPU now; dirty twice the threshold: ideal 40 %, so +10 (the increment caps it)
+    assert next_cpu_throttle(20, 100, 50, p) == 30
+    # dirty just over the threshold: cpu_now - cpu_ideal = 70 - int(70 * 95 / 100) = 4
+    assert next_cpu_throttle(30, 100, 95, p) == 34
+    assert next_cpu_throttle(40, 100, 10, p) == 45  # max-cpu-throttle
+
+
+def test_cpu_throttle_timeslices_are_qemus():
+    assert cpu_throttle.sleep_per_timeslice(50) == pytest.approx(0.010)
+    assert cpu_throttle.tick_seconds(50) == pytest.approx(0.020)
+    assert cpu_throttle.sleep_per_timeslice(99) == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"cpu-throttle-initial": 0}, "Parameter 'cpu_throttle_initial' expects an integer in the range of 1 to 99"),
+    ({"cpu-throttle-increment": 100}, "Parameter 'cpu_throttle_increment' expects an integer in the range of 1 to 99"),
+    ({"throttle-trigger-threshold": 101},
+     "Parameter 'throttle_trigger_threshold' expects an integer in the range of 1 to 100"),
+    ({"max-cpu-throttle": 10}, "Parameter 'max_cpu_throttle' expects an integer in the range of cpu_throttle_initial to 99"),
+    ({"x-vcpu-dirty-limit-period": 1001}, "Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000"),
+    ({"vcpu-dirty-limit": 0}, "Parameter 'vcpu_dirty_limit' expects is invalid, it must greater then 1 MB/s"),
+    ({"downtime-limit": 2_000_001}, "Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 ms"),
+    ({"cpu-throttle-initial": 256}, "Parameter 'cpu-throttle-initial' expects uint8_t"),
+    ({"cpu-throttle-tailslow": 1}, "Invalid parameter type for 'cpu-throttle-tailslow', expected: boolean"),
+    ({"bogus": 1}, "Parameter 'bogus' is unexpected"),
+])
+def test_parameter_checks_are_qemus(change, message):
+    with pytest.raises(mp.ParameterError) as e:
+        mp.merged(mp.defaults(), change)
+    assert str(e.value) == message
+
+
+def _uniform(npages, rate):
+    return DirtyCurve(tuple((t, npages * -math.expm1(-rate * t / npages)) for t in (0.05, 0.1, 0.2, 0.5, 1, 2)),
+                      npages)
+
+
+def test_the_model_converges_with_aids_where_it_does_not_without():
+    curve, link = _uniform(65536, 30_000), Link(800e6)
+    advice = advise(curve, link, 0.3)
+    assert not advice.none.converges
+    assert advice.auto_converge.converges and advice.auto_converge.final_level >= 20
+    assert advice.dirty_limit.converges
+    # the largest quota: one MB/s more does not converge
+    q = advice.dirty_limit_mb_s
+    more = simulate_precopy(curve, link, 0.3, 100, aid="dirty-limit", params=ThrottleParameters(vcpu_dirty_limit=q + 1))
+    assert not more.converges
+    assert 0 < advice.auto_converge.slowdown < 1 and 0 < advice.dirty_limit.slowdown < 1
+    assert aid_scale("auto-converge", 30, 0) == pytest.approx(0.7)
+    assert aid_scale("dirty-limit", 50, 200) == 0.25 and aid_scale("dirty-limit", 500, 200) == 1.0
+
+
+# ---- on a real VM ----------------------------------------------------------------------------------------------
+def _replayed_rates(vm, samples, window=0.25):
+    """(end seconds, MB/s of distinct pages) per `window`, from (t, counter) samples of vCPU 0."""
+    out, start = [], 0
+    for k, (t, c) in enumerate(samples):
+        if t - samples[start][0] >= window - 1e-3:
+            t0, c0 = samples[start]
+            out.append((t, replay.unique_pages(vm.logs[0], vm.slot_pages, c0, c) * PAGE / MB / (t - t0)))
+            start = k
+    return out
+
+
+def _sample(vm, seconds, step=0.05):
+    t0, samples = time.monotonic(), []
+    while time.monotonic() - t0 < seconds:
+        samples.append((time.monotonic() - t0, vm.counters()[0]))
+        time.sleep(step)
+    return samples
+
+
+def _settled_after(rates, target, tolerance):
+    """When the rate entered the band for good (None: it never did)."""
+    inside = [abs(r - target) <= tolerance for _, r in rates]
+    if not inside[-1]:
+        return None
+    k = len(inside)
+    while k > 0 and inside[k - 1]:
+        k -= 1
+    return rates[k - 1][0] if k else 0.0
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("quota, period_ms, ring", [(100, 100, 1024), (400, 100, 1024), (1000, 100, 1024),
+                                                   (100, 1000, 4096)])
+def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
+    """The distinct pages the guest wrote (replay) per 0.25 s settle within
+    max(25 MB/s, 10 %) of min(quota, what the writer does unlimited on this
+    host with the ring on: a quota above it cannot bind, and must not slow
+    the writer); the time to settle is printed (docs/results/convergence)."""
+    with running_vm(mem=1 << 30, dirty_ring_entries=ring) as vm:
+        vm.run_writer(0)
+        limit = dl.DirtyLimit(vm, period_ms)
+        limit.set(1 << 20)  # logging and ring as under a limit, but a quota nothing reaches: the writer's own pace
+        time.sleep(0.3)
+        # windows of several ring-full cycles (a 16 MB ring fills and sleeps ~8 times a second at 100 MB/s)
+        window = 0.25 if ring <= 1024 else 0.5
+        free = [r for _, r in _replayed_rates(vm, _sample(vm, 1.0), window)]
+        own = sorted(free)[len(free) // 2]
+        limit.set(quota)
+        seconds = 6.0 if period_ms < 1000 else 10.0
+        rates = _replayed_rates(vm, _sample(vm, seconds), window)
+        vm.hold()
+        target = min(quota, own)
+        tolerance = max(25, 0.1 * target)
+        settled = _settled_after(rates, target, tolerance)
+        # (0.25 s: the limit counts ring entries, a page once per harvest, every few ms;
+        # over longer windows the same page written twice would count once in replay)
+        print(f"quota {quota} MB/s, period {period_ms} ms, ring {ring}: writer's own {own:.0f} MB/s, "
+              f"settled to {rates[-1][1]:.0f} after {settled} s; {[round(r) for _, r in rates]}")
+        assert settled is not None, (target, rates)
+        assert settled <= seconds - 1.0, rates  # and it stayed there for the last second at least
+        if quota < own * 0.8:  # binding: the limit made the vCPU sleep
+            assert limit.query()[0].throttled_seconds > 0
+
+
+@pytest.mark.kvm
+def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
+    with running_vm(mem=256 << 20, vcpus=2, dirty_ring_entries=1024) as vm:
+        vm.run_writer(0, vcpu=0)
+        vm.run_writer(0, vcpu=1, write_percent=0)
+
+        def reader_rate():
+            a = vm.snapshot()
+            time.sleep(1.0)
+            b = vm.snapshot()
+            return [(y - x) / (b.time - a.time) for x, y in zip(a.counters, b.counters)]
+
+        limit = dl.DirtyLimit(vm, 100)
+        limit.set(1 << 20)  # dirty logging on, as under the limit
+        time.sleep(0.3)
+        free = reader_rate()
+        limit.set(50)
+        time.sleep(1.0)
+        limited = reader_rate()
+        slept = vm.throttled_seconds()
+        limit.cancel()
+        throttle = cpu_throttle.CpuThrottle(vm)
+        throttle.set(50)
+        time.sleep(0.3)
+        throttled = reader_rate()
+        throttle.stop()
+    assert limited[0] < 0.5 * free[0]  # the writer is held to 50 MB/s
+    assert slept[1] == 0 and limited[1] >= 0.85 * free[1], (free, limited)  # the reader never sleeps
+    assert throttled[1] <= 0.65 * free[1], (free, throttled)  # auto-converge slows it like a writer
+
+
+@pytest.fixture(scope="module")
+def ring_vm():
+    with running_vm(mem=64 << 20, vcpus=2, dirty_ring_entries=1024) as vm:
+        yield vm
+
+
+@pytest.fixture(scope="module")
+def bitmap_vm():
+    with running_vm(mem=64 << 20) as vm:
+        yield vm
+
+
+@pytest.mark.kvm
+def test_qmp_and_hmp_errors_are_qemus_byte_for_byte(ring_vm, bitmap_vm, tmp_path):
+    from kvmharness.dirtyrate import DirtyRateMonitor
+
+    def hmp(c, line):
+        return c.cmd("human-monitor-command", **{"command-line": line})["return"]
+
+    with serving(bitmap_vm, DirtyRateMonitor(bitmap_vm), tmp_path / "b.sock"):
+        c = RawClient(tmp_path / "b.sock")
+        table = [
+            (c.cmd("set-vcpu-dirty-limit", **{"dirty-rate": 100}), dl.NEEDS_RING),
+            (c.cmd("migrate-set-capabilities", capabilities=[{"capability": "dirty-limit", "state": True}]),
+             "dirty-limit requires KVM with accelerator property 'dirty-ring-size' set"),
+        ]
+        assert c.cmd("cancel-vcpu-dirty-limit") == {"return": {}}  # QEMU: nothing to do without a ring
+        assert hmp(c, "set_vcpu_dirty_limit 100") == f"Error: {dl.NEEDS_RING}\n"
+        c.close()
+    with serving(ring_vm, DirtyRateMonitor(ring_vm), tmp_path / "r.sock") as server:
+        c = RawClient(tmp_path / "r.sock")
+        table += [
+            (c.cmd("set-vcpu-dirty-limit", **{"dirty-rate": 100, "cpu-index": 2}), "incorrect cpu index specified"),
+            (c.cmd("cancel-vcpu-dirty-limit", **{"cpu-index": -1}), "incorrect cpu index specified"),
+            (c.cmd("set-vcpu-dirty-limit", **{"dirty-rate": -1}), "Parameter 'dirty-rate' expects uint64"),
+            (c.cmd("migrate-set-capabilities", capabilities=[{"capability": "dirty-limit", "state": True},
+                                                             {"capability": "auto-converge", "state": True}]),
+             "dirty-limit conflicts with auto-converge either of then available currently"),
+            (c.cmd("migrate-set-capabilities", capabilities=[{"capability": "xbzrle", "state": True}]),
+             "Parameter 'capabilities[0].capability' does not accept value 'xbzrle'"),
+            (c.cmd("migrate-set-parameters", **{"x-vcpu-dirty-limit-period": 0}),
+             "Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000"),
+        ]
+        assert hmp(c, "info vcpu_dirty_limit") == "Dirty page limit not enabled!\n"
+        assert hmp(c, "set_vcpu_dirty_limit -5") == "Error: invalid dirty page limit -5\n"
+        assert hmp(c, "set_vcpu_dirty_limit 200 1").startswith("[Please use")
+        assert hmp(c, "set_vcpu_dirty_limit 300 0") == \
+            "[Please use 'info vcpu_dirty_limit' to query dirty limit for virtual CPU]\n"
+        info = hmp(c, "info vcpu_dirty_limit").splitlines()
+        assert [line.split(", current")[0] for line in info] == ["vcpu[0], limit rate 300 (MB/s)",
+                                                                "vcpu[1], limit rate 200 (MB/s)"]
+        assert all(line.endswith(" (MB/s)") for line in info)
+        got = c.cmd("query-vcpu-dirty-limit")["return"]
+        assert [(v["cpu-index"], v["limit-rate"]) for v in got] == [(0, 300), (1, 200)]
+        # while a migration with the dirty-limit capability owns the limits, users may not change them
+        ctx = server.server.context
+        ctx.dirty_limit.migration_owned = True
+        try:
+            table += [(c.cmd("set-vcpu-dirty-limit", **{"dirty-rate": 10}),
+                       "can't set dirty page rate limit while migration is running"),
+                      (c.cmd("cancel-vcpu-dirty-limit"), "can't cancel dirty page rate limit while migration is running")]
+        finally:
+            ctx.dirty_limit.migration_owned = False
+        assert c.cmd("set-vcpu-dirty-limit", **{"dirty-rate": 0}) == {"return": {}}  # 0 cancels, as QEMU
+        assert c.cmd("query-vcpu-dirty-limit") == {"return": []}
+        assert hmp(c, "cancel_vcpu_dirty_limit 0") == \
+            "[Please use 'info vcpu_dirty_limit' to query dirty limit for virtual CPU]\n"
+        c.close()
+    for reply, desc in table:
+        assert reply == {"error": {"class": "GenericError", "desc": desc}}, (reply, desc)
+
+
+# ---- migrations that need an aid, on a shaped link ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def link():
+    with veth_testbed(800_000_000) as tb:
+        yield tb
+
+
+def _migrate(tb, port, *args):
+    dest = subprocess.Popen([KVMHARNESS, "migrate-listen", "--host", tb.destination_ip, "--port", str(port),
+                             "--secret-file", tb.secret_file, "--run-after", "0.2", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=tb.enter(tb.destination_ns))
+    try:
+        time.sleep(0.5)
+        src = subprocess.run([KVMHARNESS, "migrate", "--to", f"{tb.destination_ip}:{port}", "--json",
+                              "--secret-file", tb.secret_file, "--mem", "256MiB", "--wps", "30k",
+                              "--downtime", "300ms", *args],
+                             capture_output=True, text=True, timeout=240, preexec_fn=tb.enter(tb.source_ns))
+        dest.communicate(timeout=60)
+    finally:
+        dest.kill()
+    return src.returncode, json.loads(src.stdout) if src.stdout else src.stderr
+
+
+@pytest.mark.root
+@pytest.mark.kvm
+@pytest.mark.parametrize("aid", [None, "auto-converge", "dirty-limit"])
+def test_an_aid_makes_a_migration_converge_that_does_not_without(link, aid):
+    args = ["--max-iterations", "12" if aid is None else "60"]
+    if aid:
+        args += ["--capability", aid, "--parameter", "x-vcpu-dirty-limit-period=100",
+                 "--parameter", "vcpu-dirty-limit=40"]
+    if aid == "dirty-limit":
+        args += ["--dirty-ring-size", "1024"]
+    rc, report = _migrate(link, 4500 + (aid is not None) + (aid == "dirty-limit"), *args)
+    if aid is None:
+        assert rc == 1 and not report["converged"], report
+        return
+    assert rc == 0 and report["converged"] and report["verified"], report
+    steps = report["throttle-steps"]
+    assert steps and report["throttle-started-seconds"] == steps[0]["seconds"] > 1.0  # QEMU's > 1 s periods
+    if aid == "auto-converge":
+        assert [s["level"] for s in steps] == list(range(20, 20 + 10 * len(steps), 10))
+    else:
+        assert [s["level"] for s in steps] == [40]
+    # the timeline: exact counts, the guest slowed once the aid was on
+    timeline = report["timeline"]
+    assert timeline[-1][1] == sum(report["switch-counters"])
+    start = steps[0]["seconds"]
+    before = [w for t, w in timeline if t <= start]
+    after = [(t, w) for t, w in timeline if t > start + 0.3]
+    rate_before = (before[-1] - before[0]) / max(timeline[len(before) - 1][0] - timeline[0][0], 1e-3)
+    rate_after = (after[-1][1] - after[0][1]) / max(after[-1][0] - after[0][0], 1e-3)
+    assert rate_after < rate_before, (rate_before, rate_after)
