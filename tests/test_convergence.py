@@ -5,7 +5,6 @@ runs it; and migrations that converge only with an aid, on a shaped link."""
 
 import json
 import math
-import subprocess
 import time
 
 import pytest
@@ -16,8 +15,8 @@ from kvmharness.microvm import replay
 from kvmharness.migration import parameters as mp
 from kvmharness.migration.model import DirtyCurve, Link, aid_scale, simulate_precopy
 from kvmharness.migration.predict import advise
-from kvmharness.migration.testbed import veth_testbed
-from kvmharness.pytest_plugin import KVMHARNESS, running_vm
+from kvmharness.migration.testbed import migrate_across, veth_testbed
+from kvmharness.pytest_plugin import running_vm
 
 from qmp_helpers import RawClient, serving
 
@@ -288,20 +287,9 @@ def link():
 
 
 def _migrate(tb, port, *args):
-    dest = subprocess.Popen([KVMHARNESS, "migrate-listen", "--host", tb.destination_ip, "--port", str(port),
-                             "--secret-file", tb.secret_file, "--run-after", "0.2", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=tb.enter(tb.destination_ns))
-    try:
-        time.sleep(0.5)
-        src = subprocess.run([KVMHARNESS, "migrate", "--to", f"{tb.destination_ip}:{port}", "--json",
-                              "--secret-file", tb.secret_file, "--mem", "256MiB", "--wps", "30k",
-                              "--downtime", "300ms", *args],
-                             capture_output=True, text=True, timeout=240, preexec_fn=tb.enter(tb.source_ns))
-        dest.communicate(timeout=60)
-    finally:
-        dest.kill()
-    return src.returncode, json.loads(src.stdout) if src.stdout else src.stderr
+    rc, out, err = migrate_across(tb, port, ["--json", "--mem", "256MiB", "--wps", "30k", "--downtime", "300ms",
+                                             *args], timeout=240)
+    return rc, json.loads(out) if out else err
 
 
 @pytest.mark.root

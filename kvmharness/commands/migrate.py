@@ -27,12 +27,7 @@ def main(args):
     except mp.ParameterError as e:
         raise UsageError(str(e)) from None
     aid = Aid(args.capability, mp.throttle_parameters(params))
-    try:
-        sock = socket.create_connection(args.to, timeout=30)
-    except OSError as e:
-        raise HarnessError(f"cannot connect to {args.to[0]}:{args.to[1]}: {e.strerror or e}") from None
-    with sock, measurement_vm(args, args.dirty_ring_size) as (vm, _):
-        sock.settimeout(None)
+    with measurement_vm(args, args.dirty_ring_size) as (vm, _):
         prediction = None
         if args.predict_link:
             link = Link(args.predict_link)
@@ -43,11 +38,19 @@ def main(args):
                 prediction = dataclasses.replace(prediction, model=simulate_precopy(
                     curve, link, args.downtime, args.max_iterations, switch_seconds=prediction.switch_seconds,
                     zero_pages=measured.zero_pages, aid=aid.name, params=aid.params, vcpus=args.vcpus))
+        # Connect once the prediction is made: a destination drops a peer that
+        # stays silent for 10 s (auth.py), and measuring the curve takes seconds.
         try:
-            report = migrate_out(vm, sock, args.downtime, args.max_iterations,
-                                 args.bandwidth / 8 if args.bandwidth else None, secret, args.verify, aid)
+            sock = socket.create_connection(args.to, timeout=30)
         except OSError as e:
-            raise HarnessError(f"migration failed, the source guest keeps running: {e}") from None
+            raise HarnessError(f"cannot connect to {args.to[0]}:{args.to[1]}: {e.strerror or e}") from None
+        with sock:
+            sock.settimeout(None)
+            try:
+                report = migrate_out(vm, sock, args.downtime, args.max_iterations,
+                                     args.bandwidth / 8 if args.bandwidth else None, secret, args.verify, aid)
+            except OSError as e:
+                raise HarnessError(f"migration failed, the source guest keeps running: {e}") from None
     if args.timeline:
         plot_timeline(report, args.timeline)
     if args.json:

@@ -10,7 +10,10 @@ import base64
 import contextlib
 import os
 import secrets
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -88,3 +91,26 @@ def secret_file():
 
 def have_netns_privileges():
     return os.geteuid() == 0
+
+
+def migrate_across(tb, port, source_args, timeout=400):
+    """One `kvmharness migrate` from the source namespace to a
+    `migrate-listen` in the destination namespace (both with the testbed's
+    secret): (source's exit status, its stdout, its stderr)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "kvmharness")
+    dest = subprocess.Popen([exe, "migrate-listen", "--host", tb.destination_ip, "--port", str(port),
+                             "--secret-file", tb.secret_file, "--run-after", "0.2", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=tb.enter(tb.destination_ns))
+    try:
+        time.sleep(0.5)  # the listener binds
+        src = subprocess.run([exe, "migrate", "--to", f"{tb.destination_ip}:{port}", "--secret-file",
+                              tb.secret_file, *source_args], capture_output=True, text=True, timeout=timeout,
+                             preexec_fn=tb.enter(tb.source_ns))
+        try:
+            dest.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # still listening: the source never reached it
+            pass
+    finally:
+        dest.kill()
+    return src.returncode, src.stdout, src.stderr
