@@ -146,10 +146,14 @@ def _settled_after(rates, target, tolerance):
 @pytest.mark.parametrize("quota, period_ms, ring", [(100, 100, 1024), (400, 100, 1024), (1000, 100, 1024),
                                                    (100, 1000, 4096)])
 def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
-    """The distinct pages the guest wrote (replay) per 0.25 s settle within
-    max(25 MB/s, 10 %) of min(quota, what the writer does unlimited on this
-    host with the ring on: a quota above it cannot bind, and must not slow
-    the writer); the time to settle is printed (docs/results/convergence)."""
+    """A quota the writer exceeds: the distinct pages the guest wrote
+    (replay) per 0.25 s settle within max(25 MB/s, 10 %) of min(quota, the
+    writer's own pace with the ring on), the time to settle printed
+    (docs/results/convergence).  A quota well above the writer's own pace
+    (1000 MB/s on a host whose first-write cost caps the writer near
+    450 MB/s) cannot bind: then the vCPU must never have been made to sleep.
+    (The writer's own pace wanders by 20 % over seconds on this runner, so
+    that case is checked on the sleep, which is exact, not on rates.)"""
     with running_vm(mem=1 << 30, dirty_ring_entries=ring) as vm:
         vm.run_writer(0)
         limit = dl.DirtyLimit(vm, period_ms)
@@ -159,21 +163,27 @@ def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
         window = 0.25 if ring <= 1024 else 0.5
         free = [r for _, r in _replayed_rates(vm, _sample(vm, 1.0), window)]
         own = sorted(free)[len(free) // 2]
+        slept_before = vm.throttled_seconds()[0]
         limit.set(quota)
         seconds = 6.0 if period_ms < 1000 else 10.0
         rates = _replayed_rates(vm, _sample(vm, seconds), window)
         vm.hold()
+        slept = vm.throttled_seconds()[0] - slept_before
         target = min(quota, own)
         tolerance = max(25, 0.1 * target)
         settled = _settled_after(rates, target, tolerance)
         # (0.25 s: the limit counts ring entries, a page once per harvest, every few ms;
         # over longer windows the same page written twice would count once in replay)
         print(f"quota {quota} MB/s, period {period_ms} ms, ring {ring}: writer's own {own:.0f} MB/s, "
-              f"settled to {rates[-1][1]:.0f} after {settled} s; {[round(r) for _, r in rates]}")
+              f"settled to {rates[-1][1]:.0f} after {settled} s, slept {slept:.2f} s; "
+              f"{[round(r) for _, r in rates]}")
+        if quota >= 1.5 * own:  # cannot bind
+            assert slept == 0 and all(t == 0 for _, per in limit.history for _, t in per), rates
+            return
         assert settled is not None, (target, rates)
         assert settled <= seconds - 1.0, rates  # and it stayed there for the last second at least
         if quota < own * 0.8:  # binding: the limit made the vCPU sleep
-            assert limit.query()[0].throttled_seconds > 0
+            assert slept > 0
 
 
 @pytest.mark.kvm
@@ -261,15 +271,15 @@ def test_qmp_and_hmp_errors_are_qemus_byte_for_byte(ring_vm, bitmap_vm, tmp_path
         assert all(line.endswith(" (MB/s)") for line in info)
         got = c.cmd("query-vcpu-dirty-limit")["return"]
         assert [(v["cpu-index"], v["limit-rate"]) for v in got] == [(0, 300), (1, 200)]
-        # while a migration with the dirty-limit capability owns the limits, users may not change them
+        # while a migration with the dirty-limit capability runs, users may not change the limits
         ctx = server.server.context
-        ctx.dirty_limit.migration_owned = True
+        ctx.dirty_limit.migration_running = True
         try:
             table += [(c.cmd("set-vcpu-dirty-limit", **{"dirty-rate": 10}),
                        "can't set dirty page rate limit while migration is running"),
                       (c.cmd("cancel-vcpu-dirty-limit"), "can't cancel dirty page rate limit while migration is running")]
         finally:
-            ctx.dirty_limit.migration_owned = False
+            ctx.dirty_limit.migration_running = False
         assert c.cmd("set-vcpu-dirty-limit", **{"dirty-rate": 0}) == {"return": {}}  # 0 cancels, as QEMU
         assert c.cmd("query-vcpu-dirty-limit") == {"return": []}
         assert hmp(c, "cancel_vcpu_dirty_limit 0") == \

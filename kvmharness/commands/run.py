@@ -30,7 +30,6 @@ class RunResult:
     aids: str = "none"
     throttled_seconds: tuple = ()  # per vCPU, slept for the aids since the start
 
-
     def to_json(self):
         return {
             "mem": self.mem,

@@ -112,7 +112,9 @@ class DirtyLimit:
         self._lock = threading.Lock()
         self._thread = None
         self._stop = threading.Event()
-        self.migration_owned = False  # a migration with the dirty-limit capability set the quotas
+        # A migration with the dirty-limit capability is running: users may
+        # not change the quotas meanwhile (QEMU's dirtylimit_is_allowed).
+        self.migration_running = False
         # (monotonic time, ((current MB/s, throttle us) per vCPU)) per period
         self.history = collections.deque(maxlen=100_000)
         vm.add_teardown(self.close)
@@ -123,7 +125,7 @@ class DirtyLimit:
             raise DirtyLimitError(NEEDS_RING)
         if cpu_index is not None and not 0 <= cpu_index < len(self._quota):
             raise DirtyLimitError(BAD_CPU_INDEX)
-        if self.migration_owned and not by_migration and self.in_service:
+        if self.migration_running and not by_migration and self.in_service:
             raise DirtyLimitError(refused)
 
     def set(self, dirty_rate, cpu_index=None, by_migration=False):

@@ -358,9 +358,9 @@ class MicroVm:
         log is on while any of its users (migration, dirty rate, dirty
         limit) wants it."""
         if enabled:
-            self._logging_owners.add(id(owner))
+            self._logging_owners.add(owner)
         else:
-            self._logging_owners.discard(id(owner))
+            self._logging_owners.discard(owner)
         flags = uapi.KVM_MEM_LOG_DIRTY_PAGES if self._logging_owners else 0
         if flags != self.data_flags:
             self.vm.set_user_memory_region(

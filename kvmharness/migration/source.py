@@ -133,6 +133,8 @@ class _AidInForce:
             self._throttle = aid.cpu_throttle or CpuThrottle(vm)
         elif aid.name == "dirty-limit":
             self._limit = aid.dirty_limit or DirtyLimit(vm)
+            self._limit.migration_running = True
+        self._limited = False  # whether the migration has set quotas (end() cancels only those)
 
     def sync(self, iteration, new_dirty_pages, bytes_sent):
         now = time.perf_counter() - self.t_start
@@ -144,17 +146,18 @@ class _AidInForce:
             self._throttle.set(step.level)
         else:
             self._limit.period_ms = self.aid.params.x_vcpu_dirty_limit_period
-            self._limit.migration_owned = True
             self._limit.set(step.level, by_migration=True)
+            self._limited = True
 
     def end(self):
         """QEMU stops throttling and cancels the migration's limits when the
         migration ends, whichever way."""
         if self._throttle is not None:
             self._throttle.stop()
-        if self._limit is not None and self._limit.migration_owned:
-            self._limit.cancel(by_migration=True)
-            self._limit.migration_owned = False
+        if self._limit is not None:
+            if self._limited:
+                self._limit.cancel(by_migration=True)
+            self._limit.migration_running = False
 
 
 def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, secret=None, verify="sent",
