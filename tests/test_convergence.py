@@ -153,7 +153,9 @@ def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
     (1000 MB/s on a host whose first-write cost caps the writer near
     450 MB/s) cannot bind: then the vCPU must never have been made to sleep.
     (The writer's own pace wanders by 20 % over seconds on this runner, so
-    that case is checked on the sleep, which is exact, not on rates.)"""
+    that case is checked on the sleep, which is exact, not on rates; and a
+    quota near the writer's pace, which binds only part of the time, is
+    checked only for never letting the rate above it.)"""
     with running_vm(mem=1 << 30, dirty_ring_entries=ring) as vm:
         vm.run_writer(0)
         limit = dl.DirtyLimit(vm, period_ms)
@@ -179,32 +181,43 @@ def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
               f"{[round(r) for _, r in rates]}")
         if quota >= 1.5 * own:  # cannot bind
             assert slept == 0 and all(t == 0 for _, per in limit.history for _, t in per), rates
-            return
-        assert settled is not None, (target, rates)
-        assert settled <= seconds - 1.0, rates  # and it stayed there for the last second at least
-        if quota < own * 0.8:  # binding: the limit made the vCPU sleep
+        elif quota * 1.25 <= own:  # binds: held in the band around the quota
+            assert settled is not None, (target, rates)
+            assert settled <= seconds - 1.0, rates  # and it stayed there for the last second at least
             assert slept > 0
+        else:  # the writer's own pace is near the quota (it wanders by 20 %): never held above it
+            late = [r for t, r in rates if t > 2.0]
+            assert all(0.5 * target <= r <= quota + tolerance for r in late), rates
 
 
 @pytest.mark.kvm
 def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
+    """The reader never sleeps under the limit (exact), and its rate holds:
+    free and limited alternate three times and their medians are compared,
+    since one pair of 1 s readings on this 2-CPU nested host differs by up
+    to 15 % with nothing changed."""
     with running_vm(mem=256 << 20, vcpus=2, dirty_ring_entries=1024) as vm:
         vm.run_writer(0, vcpu=0)
         vm.run_writer(0, vcpu=1, write_percent=0)
 
         def reader_rate():
             a = vm.snapshot()
-            time.sleep(1.0)
+            time.sleep(0.7)
             b = vm.snapshot()
             return [(y - x) / (b.time - a.time) for x, y in zip(a.counters, b.counters)]
 
+        def median(runs, k):
+            return sorted(r[k] for r in runs)[len(runs) // 2]
+
         limit = dl.DirtyLimit(vm, 100)
-        limit.set(1 << 20)  # dirty logging on, as under the limit
-        time.sleep(0.3)
-        free = reader_rate()
-        limit.set(50)
-        time.sleep(1.0)
-        limited = reader_rate()
+        frees, limiteds = [], []
+        for _ in range(3):
+            limit.set(1 << 20)  # dirty logging on, as under the limit, and no quota reached
+            time.sleep(0.3)
+            frees.append(reader_rate())
+            limit.set(50)
+            time.sleep(0.7)
+            limiteds.append(reader_rate())
         slept = vm.throttled_seconds()
         limit.cancel()
         throttle = cpu_throttle.CpuThrottle(vm)
@@ -212,8 +225,9 @@ def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
         time.sleep(0.3)
         throttled = reader_rate()
         throttle.stop()
+    free, limited = [median(frees, k) for k in (0, 1)], [median(limiteds, k) for k in (0, 1)]
     assert limited[0] < 0.5 * free[0]  # the writer is held to 50 MB/s
-    assert slept[1] == 0 and limited[1] >= 0.85 * free[1], (free, limited)  # the reader never sleeps
+    assert slept[1] == 0 and limited[1] >= 0.85 * free[1], (frees, limiteds)  # the reader never sleeps
     assert throttled[1] <= 0.65 * free[1], (free, throttled)  # auto-converge slows it like a writer
 
 
