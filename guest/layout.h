@@ -44,6 +44,7 @@
 #define KVMH_CTL_READ_THRESHOLD 0x60  /* an access is a read when its write draw is below this (0..2^32) */
 #define KVMH_CTL_BURST_ON       0x68  /* TSC ticks of each writing phase; 0 = no bursts */
 #define KVMH_CTL_BURST_OFF      0x70  /* TSC ticks of each idle phase that follows one */
+#define KVMH_CTL_LIMIT          0x78  /* 0, or the COUNTER at which a run stops (STATE_DONE) */
 /* Written by the guest, read by the host: */
 #define KVMH_CTL_COUNTER        0x80  /* writes done so far = index of the next write */
 #define KVMH_CTL_STATE          0x88  /* KVMH_STATE_* */
@@ -56,7 +57,9 @@
 #define KVMH_CTL_READS          0xc0  /* accesses so far that were reads (COUNTER - READS writes) */
 #define KVMH_CTL_IDLED          0xc8  /* TSC ticks of idle burst phases begun so far */
 #define KVMH_CTL_BURST_NEXT     0xd0  /* TSC at which the current writing phase ends (the guest's) */
-#define KVMH_CTL_SIZE           0xd8
+#define KVMH_CTL_RUN_BEGIN      0xd8  /* TSC when the current run started (took up RUN) */
+#define KVMH_CTL_RUN_END        0xe0  /* TSC when it reached LIMIT */
+#define KVMH_CTL_SIZE           0xe8
 
 #define KVMH_CMD_HOLD           0
 #define KVMH_CMD_RUN            1
@@ -80,6 +83,7 @@
 #define KVMH_STATE_HELD         2
 #define KVMH_STATE_RUNNING      3
 #define KVMH_STATE_EXITED       4
+#define KVMH_STATE_DONE         5     /* the run reached LIMIT: held until GEN changes */
 
 /* Doorbell events: the 8-byte value the guest writes to KVMH_DOORBELL_GPA. */
 #define KVMH_EVENT_HELD         1     /* the writer is idle until the command changes */

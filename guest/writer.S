@@ -57,6 +57,13 @@
  *          deadline(n) = start + n / WPS + (DROPPED + IDLED) / TSC rate.
  *          An unpaced writer checks the clock every 64 accesses, so its
  *          phases end up to 64 accesses late.
+ * Limit:   with LIMIT > COUNTER, a run stops once COUNTER reaches LIMIT
+ *          (checked after each access, so LIMIT = 0 never stops one):
+ *          the guest stamps RUN_END (RUN_BEGIN was stamped when the run
+ *          took up RUN), sets STATE_DONE and rings EVENT_HELD until GEN
+ *          changes.  So the host can ask for exactly n accesses, as
+ *          dirty_log_perf_test's guest makes one pass per iteration and
+ *          then exits to the host; any other LIMIT never matches.
  * Warm-up: with WARM = 1, before the first command the guest stores
  *          KVMH_WARM_TAG in every page of its region, bracketing the pass
  *          with TSC stamps WARM_BEGIN and WARM_END.
@@ -139,6 +146,7 @@ start_run:
         shlq    $32, %rdx
         orq     %rdx, %rax
         movq    %rax, %r14
+        movq    %rax, KVMH_CTL_RUN_BEGIN(%rdi)
         xorl    %esi, %esi
         /* the first writing phase of a burst starts now too */
         addq    KVMH_CTL_BURST_ON(%rdi), %rax
@@ -198,6 +206,8 @@ start_sequential:
         incq    %r8
         movq    %r8, (%r9,%rdx)
         movq    %r8, KVMH_CTL_COUNTER(%rdi)
+        cmpq    KVMH_CTL_LIMIT(%rdi), %r8
+        je      limit_reached
         cmpq    KVMH_CTL_GEN(%rdi), %r12
         jne     reload
 .endm
@@ -330,9 +340,25 @@ general:
         movq    %r8, (%r9,%rdx)
 9:
         movq    %r8, KVMH_CTL_COUNTER(%rdi)
+        cmpq    KVMH_CTL_LIMIT(%rdi), %r8
+        je      limit_reached
         cmpq    KVMH_CTL_GEN(%rdi), %r12
         jne     reload
         jmp     general
+
+/* The run made its LIMIT accesses: stamp the time, report DONE, and stay
+ * out of the guest (doorbell) until the host changes the command. */
+limit_reached:
+        RDTSC64
+        movq    %rax, KVMH_CTL_RUN_END(%rdi)
+        movq    $KVMH_STATE_DONE, KVMH_CTL_STATE(%rdi)
+1:
+        movq    $KVMH_EVENT_HELD, %rax
+        movabsq $KVMH_DOORBELL_GPA, %rdx
+        movq    %rax, (%rdx)
+        cmpq    KVMH_CTL_GEN(%rdi), %r12
+        je      1b
+        jmp     reload
 
         .globl kvmh_guest_end
 kvmh_guest_end:

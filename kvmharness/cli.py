@@ -106,6 +106,40 @@ def parse_percent(text):
     return units.parse_count(text, "CPU throttle (%)", 1, 99)
 
 
+def parse_backing(text):
+    """A backing source's name (kvm/backing.py's table, copied here so that
+    --help does not load the KVM layer; tests/test_backing.py checks them)."""
+    if text not in BACKING_NAMES:
+        raise UsageError(f"unknown backing source {text[:40]!r}: one of {', '.join(BACKING_NAMES)}")
+    return text
+
+
+def parse_cpu_list(text):
+    """'0,1,2' -> (0, 1, 2): host CPU numbers."""
+    return tuple(units.parse_count(t.strip(), "CPU number", 0, 1 << 16) for t in text.split(","))
+
+
+def parse_write_percent_int(text):
+    return units.parse_count(text, "write percentage", 0, 100)
+
+
+def parse_slots(text):
+    return units.parse_count(text, "memslots", 1, 512)
+
+
+BACKING_NAMES = ("anonymous", "anonymous-thp", "anonymous-hugetlb-2mb", "anonymous-hugetlb-1gb", "shmem",
+                 "shared-hugetlb")
+BACKING_HELP = ("host memory behind the data region: " + ", ".join(BACKING_NAMES) + " (default anonymous; "
+                "hugetlb sources need pages reserved in /sys/kernel/mm/hugepages/hugepages-*/nr_hugepages)")
+
+
+def add_backing_arguments(p):
+    """Where the data region lives: its backing source and its memslots."""
+    p.add_argument("--backing", type=_arg(parse_backing), default="anonymous", help=BACKING_HELP)
+    p.add_argument("--slots", type=_arg(parse_slots), default=1,
+                   help="memslots the data region is split into, at 2 MiB boundaries (default 1)")
+
+
 def add_vm_arguments(p, wps_default="3M"):
     """Arguments every command that builds a VM takes."""
     p.add_argument("--mem", type=_arg(units.parse_size), default=units.parse_size("1GiB"),
@@ -127,6 +161,7 @@ def add_vm_arguments(p, wps_default="3M"):
     p.add_argument("--no-prefault", dest="prefault", action="store_false",
                    help="do not populate the data slot (MADV_POPULATE_WRITE) before boot; "
                         "the warm-up then pays for host page allocation")
+    add_backing_arguments(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -188,6 +223,7 @@ def build_parser():
     p.add_argument("--sizes", type=_arg(parse_sizes), help="comma-separated sizes (default 1GiB,4GiB,16GiB or 24GiB)")
     p.add_argument("--pattern", type=_arg(patterns.parse_pattern), default="random",
                    help=f"the writer's pattern: {patterns.PATTERN_HELP} (default random, the seed's)")
+    add_backing_arguments(p)
     p.set_defaults(handler=_command("bench"))
 
     p = sub.add_parser("predict", help="predict whether pre-copy migration converges, from measured dirty(t)")
@@ -242,8 +278,38 @@ def build_parser():
                         "HMAC-SHA256 challenge-response; peers without it are refused and the listener goes on")
     p.add_argument("--run-after", type=_arg(units.parse_duration), default=1.0,
                    help="how long the resumed guest runs before the report (default 1s)")
+    p.add_argument("--backing", type=_arg(parse_backing), default="anonymous",
+                   help=BACKING_HELP + "; the memslots are the source's")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_command("migrate", "listen"))
+
+    p = sub.add_parser("perf", help="dirty_log_perf_test's numbers: what dirty logging costs, checked against replay")
+    p.add_argument("--vcpus", type=_positive_int, default=1, help="vCPUs (the selftest's -v; default 1)")
+    p.add_argument("--vcpu-mem", type=_arg(units.parse_size), default=units.parse_size("1GiB"),
+                   help="memory each vCPU dirties per iteration (-b; default 1GiB)")
+    p.add_argument("--iterations", type=_positive_int, default=2,
+                   help="iterations with dirty logging, and as many without it first (-i; default 2)")
+    p.add_argument("--random-access", action="store_true",
+                   help="each pass picks its pages at random instead of in order (-a)")
+    p.add_argument("--seed", type=_seed, default=1, help="PRNG seed of the guest (-r; default 1)")
+    p.add_argument("--write-percent", type=_arg(parse_write_percent_int), default=100,
+                   help="percentage of accesses that write, the rest read (-w; default 100)")
+    add_backing_arguments(p)  # -s, -x
+    p.add_argument("--overlap", action="store_true",
+                   help="every vCPU accesses all of the memory instead of its own part (-o)")
+    p.add_argument("--no-manual-protect", dest="manual_protect", action="store_false",
+                   help="plain KVM_GET_DIRTY_LOG: no KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, no INITIALLY_SET (-g)")
+    p.add_argument("--mode", choices=("dirty-bitmap", "dirty-ring"), default="dirty-bitmap",
+                   help="the dirty log harvested after each iteration (default dirty-bitmap)")
+    p.add_argument("--dirty-ring-size", type=_positive_int,
+                   help="dirty ring entries per vCPU with --mode dirty-ring (default: the host's largest)")
+    p.add_argument("--pin", type=_arg(parse_cpu_list), metavar="CPU,CPU,...",
+                   help="pin vCPU k's thread to the k-th CPU, the main thread to one more if given (-c)")
+    p.add_argument("--prefault", action="store_true",
+                   help="MADV_POPULATE_WRITE the memory first (the selftest does not: populate then pays host "
+                        "page faults)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_command("perf"))
 
     # issue 17: the host self-test, and bench results of several hosts side by side
     p = sub.add_parser("selftest", help="check that this host's KVM dirty tracking tells the truth (vs replay)")

@@ -13,9 +13,17 @@
 
 #include "kvmh.h"
 
+/*
+ * Each entry names its memslot (bits 0-15; the address space in bits 16-31)
+ * and the page's offset in it.  The data region is `nslots` consecutive
+ * memslots from `first_slot`; slot_first_page[i] is the region's page at
+ * which slot first_slot + i starts, slot_first_page[nslots] its end.  An
+ * entry outside them is counted in *foreign: KVM logging a page we never
+ * asked it to, or our slot table being wrong, which the caller reports.
+ */
 uint64_t kvmh_ring_harvest(struct kvm_dirty_gfn *ring, uint32_t entries, uint32_t *fetch_index,
-                           uint32_t slot, uint64_t *bitmap, uint64_t npages,
-                           uint64_t *unique_new, uint64_t *foreign)
+                           uint32_t first_slot, uint32_t nslots, const uint64_t *slot_first_page,
+                           uint64_t *bitmap, uint64_t *unique_new, uint64_t *foreign)
 {
     uint64_t harvested = 0;
     uint32_t mask = entries - 1;   /* entries is a power of two (KVM requires it) */
@@ -23,12 +31,14 @@ uint64_t kvmh_ring_harvest(struct kvm_dirty_gfn *ring, uint32_t entries, uint32_
     for (;;) {
         struct kvm_dirty_gfn *gfn = &ring[*fetch_index & mask];
         uint32_t flags = __atomic_load_n(&gfn->flags, __ATOMIC_ACQUIRE);
+        uint32_t index = gfn->slot - first_slot;   /* wraps for slots below first_slot */
 
         if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
             break;
-        if (gfn->slot == slot && gfn->offset < npages) {
+        if (index < nslots && gfn->offset < slot_first_page[index + 1] - slot_first_page[index]) {
             if (bitmap) {
-                uint64_t word = gfn->offset >> 6, bit = 1ULL << (gfn->offset & 63);
+                uint64_t page = slot_first_page[index] + gfn->offset;
+                uint64_t word = page >> 6, bit = 1ULL << (page & 63);
                 if (!(bitmap[word] & bit)) {
                     bitmap[word] |= bit;
                     (*unique_new)++;

@@ -10,7 +10,7 @@ void kvmh_guest_run_on_host(void *control_block);
 
 /* dirty_ring.c */
 struct kvm_dirty_gfn;
-uint64_t kvmh_ring_harvest(struct kvm_dirty_gfn *ring, uint32_t entries, uint32_t *fetch_index, uint32_t slot, uint64_t *bitmap, uint64_t npages, uint64_t *unique_new, uint64_t *foreign);
+uint64_t kvmh_ring_harvest(struct kvm_dirty_gfn *ring, uint32_t entries, uint32_t *fetch_index, uint32_t first_slot, uint32_t nslots, const uint64_t *slot_first_page, uint64_t *bitmap, uint64_t *unique_new, uint64_t *foreign);
 uint32_t kvmh_ring_pending(const struct kvm_dirty_gfn *ring, uint32_t entries, uint32_t fetch_index);
 
 /* page_hash.c */

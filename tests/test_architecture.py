@@ -18,8 +18,10 @@ ALLOWED = {
     "qmp": {"migration", "convergence", "dirtyrate", "microvm"},
     "bench": {"dirtyrate", "microvm", "kvm", "probe"},
     "probe": {"dirtyrate", "microvm", "kvm"},
-    "selftest": {"migration", "dirtyrate", "microvm", "kvm"},
-    "commands": {"qmp", "migration", "convergence", "dirtyrate", "microvm", "kvm", "bench", "probe", "selftest"},
+    "perf": {"microvm", "kvm"},
+    "selftest": {"perf", "migration", "dirtyrate", "microvm", "kvm"},
+    "commands": {"qmp", "migration", "convergence", "dirtyrate", "microvm", "kvm", "bench", "probe", "selftest",
+                 "perf"},
     "cli": {"commands"},
     "pytest_plugin": {"dirtyrate", "microvm"},
 }

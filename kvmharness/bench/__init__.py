@@ -32,7 +32,8 @@ def bench(the_plan, out_dir):
     with open(paths["json"], "w") as f:
         json.dump({
             "plan": {"sizes": the_plan.sizes, "calc-times-ms": the_plan.calc_times, "runs": the_plan.runs,
-                     "wps": the_plan.wps, "modes": the_plan.modes, "pattern": the_plan.pattern},
+                     "wps": the_plan.wps, "modes": the_plan.modes, "pattern": the_plan.pattern,
+                     "backing": the_plan.backing, "slots": the_plan.slots},
             "host": {"description": host_line, "python": platform.python_version(),
                      "memory-bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")},
             "probe": report.to_json(),

@@ -22,6 +22,8 @@ class BenchPlan:
     wps: int = 3_000_000
     modes: tuple = MODES
     pattern: str = "random"  # patterns.parse_pattern's canonical name
+    backing: str = "anonymous"  # kvm/backing.py
+    slots: int = 1  # memslots of the data region
 
     @property
     def windows(self):
@@ -36,10 +38,11 @@ def default_sizes(total_ram=None):
     return (1 * GiB, 4 * GiB, 24 * GiB if total_ram >= 32 * GiB else 16 * GiB)
 
 
-def plan(quick=False, sizes=None, calc_times=None, runs=3, pattern="random"):
+def plan(quick=False, sizes=None, calc_times=None, runs=3, pattern="random", backing="anonymous", slots=1):
     if quick:
-        return BenchPlan(sizes or (1 * GiB,), calc_times or QUICK_CALC_TIMES, runs, pattern=pattern)
+        return BenchPlan(sizes or (1 * GiB,), calc_times or QUICK_CALC_TIMES, runs, pattern=pattern,
+                         backing=backing, slots=slots)
     sizes = sizes or default_sizes()
     available = host_available_bytes()
     return BenchPlan(tuple(s for s in sizes if s < available) or sizes[:1], calc_times or SEED_CALC_TIMES, runs,
-                     pattern=pattern)
+                     pattern=pattern, backing=backing, slots=slots)

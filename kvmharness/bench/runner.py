@@ -68,7 +68,7 @@ def _window_record(size, mode, calc_ms, run, result, plan, seed):
 def _vm_runs(plan, size, ring, modes, progress, seed):
     """All windows of `modes` on one VM; returns (baseline wps, records)."""
     records = []
-    config = VmConfig(mem=size, seed=seed, dirty_ring_entries=ring)
+    config = VmConfig(mem=size, seed=seed, dirty_ring_entries=ring, backing=plan.backing, slots=plan.slots)
     with MicroVm(config) as vm:
         vm.start()
         vm.wait_ready()

@@ -29,7 +29,8 @@ def main(args):
             print(f.read())
         print("written: " + ", ".join(paths.values()))
         return 0
-    the_plan = plan(quick=args.quick, sizes=args.sizes, runs=args.runs, pattern=args.pattern)
+    the_plan = plan(quick=args.quick, sizes=args.sizes, runs=args.runs, pattern=args.pattern, backing=args.backing,
+                    slots=args.slots)
     paths = bench(the_plan, args.out)
     with open(paths["table"]) as f:
         print(f.read())

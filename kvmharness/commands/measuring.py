@@ -32,7 +32,7 @@ def measurement_vm(args, ring_entries=None):
     if ring_entries == 0:
         ring_entries = host_max_ring_entries()
     config = VmConfig(mem=args.mem, vcpus=args.vcpus, seed=args.seed, prefault=args.prefault,
-                      dirty_ring_entries=ring_entries or 0)
+                      dirty_ring_entries=ring_entries or 0, backing=args.backing, slots=args.slots)
     with MicroVm(config) as vm:
         vm.start()
         vm.wait_ready()

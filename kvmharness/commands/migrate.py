@@ -104,7 +104,7 @@ def listen(args):
             conn, peer = listener.accept()
             with conn:
                 try:
-                    arrival = migrate_in(conn, secret)
+                    arrival = migrate_in(conn, secret, args.backing)
                     break
                 except AuthError as e:
                     print(f"refused a connection from {peer[0]}: {e}", file=sys.stderr, flush=True)

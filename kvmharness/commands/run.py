@@ -85,11 +85,12 @@ class Aids:
 
 
 def run(mem, wps, duration, vcpus=1, pattern="random", seed=1, prefault=True, write_percent=100, burst=None,
-        shared_region=None, aids=Aids()):
+        shared_region=None, aids=Aids(), backing="anonymous", slots=1):
     """`writes` here count accesses; with a write percentage below 100,
     `reads` of them were reads.  With a dirty limit, each vCPU's distinct
     pages are replayed too (the rate the limit holds)."""
-    config = VmConfig(mem=mem, vcpus=vcpus, seed=seed, prefault=prefault, dirty_ring_entries=aids.ring_entries)
+    config = VmConfig(mem=mem, vcpus=vcpus, seed=seed, prefault=prefault, dirty_ring_entries=aids.ring_entries,
+                      backing=backing, slots=slots)
     with MicroVm(config) as vm:
         vm.start()
         warm = vm.wait_ready()
@@ -111,7 +112,7 @@ def main(args):
         raise UsageError("the duration must be more than 0")
     aids = Aids(args.dirty_limit, args.dirty_limit_period, ring_size_for(args) or 0, args.cpu_throttle)
     result = run(args.mem, args.wps, args.duration, args.vcpus, args.pattern, args.seed, args.prefault,
-                 aids=aids, **writer_options(args))
+                 aids=aids, backing=args.backing, slots=args.slots, **writer_options(args))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
@@ -119,7 +120,8 @@ def main(args):
     shape = [args.pattern, f"{result.write_percent:g} % writes"]
     shape += [f"bursts {result.burst}"] if args.burst else []
     shape += ["shared region"] if args.shared_region else []
-    print(f"{args.mem >> 20} MiB, {args.vcpus} vCPU(s), {', '.join(shape)}, target {target}")
+    print(f"{args.mem >> 20} MiB ({args.backing}, {args.slots} memslot{'s' if args.slots > 1 else ''}), "
+          f"{args.vcpus} vCPU(s), {', '.join(shape)}, target {target}")
     print(f"warm-up: {result.warmup_seconds * 1e3:.1f} ms (every page touched once)")
     for r in result.per_vcpu:
         stalls = (f", {r.schedule_resets} host stalls gave up {r.dropped_seconds * 1e3:.1f} ms of schedule"

@@ -16,6 +16,10 @@ PROT_READ, PROT_WRITE = mmap.PROT_READ, mmap.PROT_WRITE
 MAP_SHARED, MAP_PRIVATE = mmap.MAP_SHARED, mmap.MAP_PRIVATE
 MAP_ANONYMOUS = mmap.MAP_ANONYMOUS
 MAP_NORESERVE = 0x4000  # asm-generic/mman-common.h
+MAP_FIXED = 0x10
+MAP_HUGETLB = 0x40000
+MAP_HUGE_SHIFT = 26  # the huge page size's log2 goes in flags >> MAP_HUGE_SHIFT
+MADV_HUGEPAGE = 14
 MADV_POPULATE_WRITE = 23  # Linux 5.14
 MAP_FAILED = ctypes.c_void_p(-1).value
 
@@ -33,6 +37,14 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
+def _mmap(size, prot, flags, fd, offset, where):
+    addr = _libc.mmap(where, size, prot, flags, fd, offset)
+    if addr in (None, MAP_FAILED):
+        err = ctypes.get_errno()
+        raise HostMemoryError(f"mmap of {size} bytes failed: {os.strerror(err)}")
+    return addr
+
+
 class Mapping:
     """One mmap(2) region, unmapped on close.
 
@@ -40,20 +52,40 @@ class Mapping:
     outlive it, which is why owners close mappings last (after vCPUs and VM).
     """
 
-    def __init__(self, size, *, fd=-1, offset=0, prot=PROT_READ | PROT_WRITE, flags=None):
+    def __init__(self, size, *, fd=-1, offset=0, prot=PROT_READ | PROT_WRITE, flags=None, align=0):
         if flags is None:
             flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
-        addr = _libc.mmap(None, size, prot, flags, fd, offset)
-        if addr in (None, MAP_FAILED):
-            err = ctypes.get_errno()
-            raise HostMemoryError(f"mmap of {size} bytes failed: {os.strerror(err)}")
-        self.addr = addr
+        where, fixed = None, 0
+        if align:
+            # The kernel aligns an anonymous mapping only as it likes; a
+            # transparent huge page needs a 2 MiB aligned address, so reserve
+            # size + align of address space and map inside it.
+            where = _mmap(size + align, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, None)
+            aligned = -(-where // align) * align
+            fixed = MAP_FIXED
+            if aligned > where:
+                _libc.munmap(where, aligned - where)
+            _libc.munmap(aligned + size, where + align - aligned)
+            where = aligned
+        try:
+            self.addr = _mmap(size, prot, flags | fixed, fd, offset, where)
+        except BaseException:
+            if where is not None:
+                _libc.munmap(where, size)
+            raise
         self.size = size
 
     @classmethod
     def of_fd(cls, fd, size, offset=0):
         """A shared mapping of a kernel object (kvm_run, a dirty ring)."""
         return cls(size, fd=fd, offset=offset, flags=MAP_SHARED)
+
+    def advise_huge_pages(self):
+        """MADV_HUGEPAGE: back this range with transparent huge pages where
+        the kernel can (THP "madvise" mode, or "always")."""
+        if _libc.madvise(self.addr, self.size, MADV_HUGEPAGE) != 0:
+            err = ctypes.get_errno()
+            raise HostMemoryError(f"madvise(MADV_HUGEPAGE) failed: {os.strerror(err)}")
 
     def populate_write(self):
         """Fault every page in writable now, so the guest's first touch is cheap.

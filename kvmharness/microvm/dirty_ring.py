@@ -12,6 +12,7 @@ when there is none (between measurements).
 import ctypes
 import signal
 import threading
+import time
 
 import numpy as np
 
@@ -69,11 +70,18 @@ class RingSink:
 
 
 class DirtyRings:
-    def __init__(self, vm, vcpus, entries, slot, npages):
+    """`slots`: the data region's memslots (machine.DataSlot), consecutive
+    ids; each entry's slot id and offset become a page of the region, and
+    an entry naming anything else is an error (`harvest`)."""
+
+    def __init__(self, vm, vcpus, entries, slots):
         self.vm = vm
         self.entries = entries
-        self.slot = slot
-        self.npages = npages
+        self.first_slot = slots[0].id
+        if [s.id for s in slots] != list(range(self.first_slot, self.first_slot + len(slots))):
+            raise HarnessError("the data memslots of a dirty ring must have consecutive ids")
+        self._bounds = ffi.new("uint64_t[]", [s.first_page for s in slots] + [slots[-1].first_page + slots[-1].pages])
+        self.nslots = len(slots)
         self.maps = []
         try:
             for vcpu in vcpus:
@@ -90,20 +98,23 @@ class DirtyRings:
         self.harvested = 0
         self.vcpu_harvested = [0] * len(self.maps)
         self.full_exits = 0
+        self.reset_seconds = 0.0  # spent in KVM_RESET_DIRTY_RINGS, all harvests together
         # Run on the vCPU's thread after each ring-full exit has been
         # harvested: the dirty limit sleeps there (convergence/dirty_limit.py).
         self.after_full = None
         # While set, periodic reapers (a dirty-ring measurement's poll) leave
         # the rings alone, so that they fill and the vCPUs take the exit.
         self.reaper_paused = False
-        self._scratch = ffi.new("uint64_t[2]")
+        self._scratch = ffi.new("uint64_t[1]")
+        self._foreign = ffi.new("uint64_t[1]")
 
     def harvest(self):
         """Harvest every ring into the current sink, then KVM_RESET_DIRTY_RINGS.
 
         Returns the number of entries harvested.  A reset count that differs
-        from it means entries were lost or double-counted: an error, never
-        a silent miscount.
+        from it means entries were lost or double-counted, and an entry
+        outside the data region's memslots means a page went astray: both
+        errors, never a silent miscount.
         """
         with self._lock:
             sink = self.sink
@@ -113,17 +124,23 @@ class DirtyRings:
                     bitmap, unique = ffi.NULL, self._scratch
                 else:
                     bitmap, unique = sink._ptrs[k], sink.unique + k
-                n = lib.kvmh_ring_harvest(ring, self.entries, self._fetch + k, self.slot, bitmap,
-                                          self.npages, unique, self._scratch + 1)
+                n = lib.kvmh_ring_harvest(ring, self.entries, self._fetch + k, self.first_slot, self.nslots,
+                                          self._bounds, bitmap, unique, self._foreign)
                 if sink is not None:
                     sink.events[k] += n
                 self.vcpu_harvested[k] += n
                 total += n
+            t0 = time.perf_counter()
             reset = self._reset()
+            self.reset_seconds += time.perf_counter() - t0
             if reset != total:
                 raise HarnessError(
                     f"KVM_RESET_DIRTY_RINGS reset {reset} entries but {total} were harvested"
                 )
+            if self._foreign[0]:
+                foreign, self._foreign[0] = self._foreign[0], 0
+                raise HarnessError(f"{foreign} dirty ring entries named a memslot or page outside the data "
+                                   f"region (slots {self.first_slot}..{self.first_slot + self.nslots - 1})")
             self.harvested += total
             return total
 

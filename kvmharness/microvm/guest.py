@@ -22,6 +22,7 @@ STATES = {
     lib.KVMH_STATE_HELD: "held",
     lib.KVMH_STATE_RUNNING: "running",
     lib.KVMH_STATE_EXITED: "exited",
+    lib.KVMH_STATE_DONE: "done",
 }
 EVENT_HELD, EVENT_EXITED = lib.KVMH_EVENT_HELD, lib.KVMH_EVENT_EXITED
 
@@ -66,9 +67,9 @@ ControlBlock = _control_block_type()
 ControlBlock.__doc__ = """One vCPU's control block (guest/layout.h), aliasing guest RAM.
 
 Host-written fields (gen, cmd, wps, interval*, backlog, seed, base, npages,
-pattern, warm) are read by the guest after `gen` changes; guest-written
-fields (counter, state, seen_gen, seen_counter, warm_begin/end, resets,
-dropped) are
+pattern, warm, limit) are read by the guest after `gen` changes;
+guest-written fields (counter, state, seen_gen, seen_counter, warm_begin/end,
+resets, dropped, run_begin/end) are
 read by the host at any time without an exit: aligned 8-byte loads and stores
 are atomic on x86, and TSO keeps each side's stores in order."""
 

@@ -7,9 +7,13 @@ Guest physical map (guest/layout.h):
     0x0000_0000  control slot (memslot 0): page tables, guest code, one
                  control block per vCPU
     0xC000_0000  MMIO doorbell: mapped by the guest, backed by no memslot
-    0x1_0000_0000 data slot (memslot 1): the writer's region, split into
-                 disjoint, equal slices, one per vCPU (or shared by all)
-    next 1 GiB boundary after it: table slot (memslot 2), two alias tables
+    0x1_0000_0000 data region (memslots 2.., one by default): the writer's
+                 region, split into disjoint, equal slices, one per vCPU
+                 (or shared by all); with `slots` > 1 it is cut into that
+                 many memslots at 2 MiB boundaries, all over one host
+                 mapping, as QEMU's RAM is one RAMBlock in two memslots
+                 around the PCI hole (and dirty_log_perf_test's -x)
+    next 1 GiB boundary after it: table slot (memslot 1), two alias tables
                  per vCPU for the hotcold and zipf patterns (8 bytes per
                  data page each); the guest only reads it and it is never
                  dirty-logged.  Its memory is touched only when a table
@@ -17,6 +21,7 @@ Guest physical map (guest/layout.h):
 """
 
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ from .._native import lib
 from ..errors import CapabilityMissing, HarnessError, UsageError
 from ..kvm import Kvm, uapi
 from ..kvm.system import DEFAULT_DEVICE
+from ..kvm import backing
 from ..kvm.memory import Mapping, check_host_can_back
 from .page_hash import hash_pages
 from .replay import WriterLog, WriterStream, splitmix64
@@ -36,8 +42,34 @@ from .vcpu_thread import VcpuThread, install_kick_handler
 from .workload import table_seed, vcpu_region
 from .writer import WriterControl
 
-CONTROL_SLOT, DATA_SLOT, TABLE_SLOT = 0, 1, 2
+CONTROL_SLOT, TABLE_SLOT, FIRST_DATA_SLOT = 0, 1, 2
 MIN_DATA = 64 << 20
+SLOT_ALIGN = paging.SIZE_2M  # data memslots start at 2 MiB boundaries: whole bitmap words, whole huge pages
+
+
+@dataclass(frozen=True)
+class DataSlot:
+    """One memslot of the data region: KVM's slot id and which of the
+    region's pages it holds."""
+
+    id: int
+    first_page: int
+    pages: int
+
+    @property
+    def gpa(self):
+        return lib.KVMH_DATA_GPA + self.first_page * guest.PAGE_SIZE
+
+
+def data_slots(mem, slots):
+    """The data region cut into `slots` memslots at 2 MiB boundaries, as
+    evenly as that allows."""
+    if slots == 1:
+        return (DataSlot(FIRST_DATA_SLOT, 0, mem // guest.PAGE_SIZE),)
+    units = mem // SLOT_ALIGN
+    per_unit = SLOT_ALIGN // guest.PAGE_SIZE
+    bounds = [units * k // slots * per_unit for k in range(slots + 1)]
+    return tuple(DataSlot(FIRST_DATA_SLOT + k, bounds[k], bounds[k + 1] - bounds[k]) for k in range(slots))
 
 
 @dataclass(frozen=True)
@@ -52,6 +84,8 @@ class VmConfig:
     dirty_ring_entries: int = 0  # per vCPU; 0: no dirty ring (bitmap logging)
     manual_protect: bool = True  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 where the host has it
     device: str = DEFAULT_DEVICE
+    backing: str = backing.DEFAULT  # kvm/backing.py: the host memory behind the data region
+    slots: int = 1  # memslots the data region is cut into
 
 
 def vcpu_seed(seed, vcpu):
@@ -110,6 +144,12 @@ class MicroVm:
             raise UsageError("a VM needs at least one vCPU")
         if not 0 <= config.seed < 1 << 64:
             raise UsageError("the seed must be an unsigned 64-bit number")
+        backing.check_size(backing.source(config.backing), config.mem)
+        if config.slots < 1:
+            raise UsageError("the data region needs at least one memslot")
+        if config.slots > 1 and (config.mem % SLOT_ALIGN or config.mem // SLOT_ALIGN < config.slots):
+            raise UsageError(f"{config.slots} memslots need a data region of whole 2 MiB units, at least one "
+                             f"per slot ({config.mem >> 20} MiB given)")
 
     def _build(self, config):
         kvm = self.kvm = self._stack.enter_context(Kvm(config.device))
@@ -124,7 +164,15 @@ class MicroVm:
         tables = paging.build(lib.KVMH_PD_GPA, lib.KVMH_DATA_GPA, config.mem, extra)
         control_size = -(-tables.end // paging.SIZE_2M) * paging.SIZE_2M
         tables = paging.build(control_size, lib.KVMH_DATA_GPA, config.mem, extra)
-        check_host_can_back(config.mem + control_size)
+        # a hugetlb source comes from the host's reserved pool, which
+        # MemAvailable does not count; backing.map_backing checks the pool
+        hugetlb = backing.source(config.backing).hugetlb
+        check_host_can_back((0 if hugetlb else config.mem) + control_size)
+        self.data_slots = data_slots(config.mem, config.slots)
+        nr_slots = kvm.check_extension("KVM_CAP_NR_MEMSLOTS") or 32
+        if FIRST_DATA_SLOT + config.slots > nr_slots:
+            raise UsageError(f"{config.slots} data memslots asked, but this host's KVM has "
+                             f"{nr_slots - FIRST_DATA_SLOT} left (KVM_CAP_NR_MEMSLOTS {nr_slots})")
 
         vm = self.vm = self._stack.enter_context(kvm.create_vm())
         self.ring = None
@@ -142,13 +190,13 @@ class MicroVm:
                 self.manual_protect = supported
 
         self.control = self._stack.enter_context(Mapping(control_size))
-        self.data = self._stack.enter_context(Mapping(config.mem))
+        self.data = self._stack.enter_context(backing.map_backing(config.backing, config.mem))
         if config.prefault:
             self.data.populate_write()
         vm.set_user_memory_region(CONTROL_SLOT, 0, control_size, self.control.addr)
         self.data_flags = 0
         self._logging_owners = set()
-        vm.set_user_memory_region(DATA_SLOT, lib.KVMH_DATA_GPA, config.mem, self.data.addr)
+        self._set_data_slots(0)
         self.tables = self._stack.enter_context(Mapping(table_size))
         vm.set_user_memory_region(TABLE_SLOT, table_gpa, table_size, self.tables.addr)
 
@@ -178,7 +226,7 @@ class MicroVm:
             self.vcpus.append(vcpu)
         if config.dirty_ring_entries:
             self.ring = self._stack.enter_context(
-                DirtyRings(vm, self.vcpus, config.dirty_ring_entries, DATA_SLOT, self.slot_pages)
+                DirtyRings(vm, self.vcpus, config.dirty_ring_entries, self.data_slots)
             )
         self.tsc_khz = self.vcpus[0].get_tsc_khz()
         if self.tsc_khz <= 0:
@@ -213,6 +261,15 @@ class MicroVm:
         self.writer.wait(lambda c: c.state == lib.KVMH_STATE_HELD and c.seen_gen == c.gen, timeout,
                          "finish its warm-up")
         return self.writer.warm_seconds() if self.config.warm else 0.0
+
+    def pin_vcpus(self, cpus):
+        """Pin vCPU k's thread to host CPU cpus[k] (dirty_log_perf_test's
+        -c: less variance between runs); after start()."""
+        for thread, cpu in zip(self.threads, cpus):
+            try:
+                os.sched_setaffinity(thread.native_id, {cpu})
+            except OSError as e:
+                raise UsageError(f"cannot pin {thread.name} to CPU {cpu}: {e.strerror or e}") from None
 
     def add_teardown(self, fn):
         """Have fn() run first when the VM closes, before the vCPU threads stop
@@ -344,15 +401,25 @@ class MicroVm:
 
     # ---- memory ---------------------------------------------------------------
     def get_dirty_log(self, bitmap_addr):
-        """KVM_GET_DIRTY_LOG of the data slot into the bitmap at `bitmap_addr`."""
-        self.vm.get_dirty_log(DATA_SLOT, bitmap_addr)
+        """KVM_GET_DIRTY_LOG of every data memslot into the one bitmap of the
+        data region at `bitmap_addr` (slots start at whole 64-bit words)."""
+        for slot in self.data_slots:
+            self.vm.get_dirty_log(slot.id, bitmap_addr + slot.first_page // 8)
 
     def clear_dirty_log(self, bitmap_addr):
-        """KVM_CLEAR_DIRTY_LOG of the data slot's pages set in the bitmap."""
-        self.vm.clear_dirty_log(DATA_SLOT, 0, self.slot_pages, bitmap_addr)
+        """KVM_CLEAR_DIRTY_LOG of the data region's pages set in the bitmap,
+        slot by slot."""
+        for slot in self.data_slots:
+            self.vm.clear_dirty_log(slot.id, 0, slot.pages, bitmap_addr + slot.first_page // 8)
+
+    def _set_data_slots(self, flags):
+        for slot in self.data_slots:
+            self.vm.set_user_memory_region(slot.id, slot.gpa, slot.pages * guest.PAGE_SIZE,
+                                           self.data.addr + slot.first_page * guest.PAGE_SIZE, flags)
+        self.data_flags = flags
 
     def set_dirty_logging(self, enabled, owner):
-        """Ask for KVM_MEM_LOG_DIRTY_PAGES on the data slot on behalf of
+        """Ask for KVM_MEM_LOG_DIRTY_PAGES on the data memslots on behalf of
         `owner` (a tracker, a migration, the dirty limit), or give it up:
         the flag stays on while anyone holds it, as QEMU's global dirty
         log is on while any of its users (migration, dirty rate, dirty
@@ -363,10 +430,7 @@ class MicroVm:
             self._logging_owners.discard(owner)
         flags = uapi.KVM_MEM_LOG_DIRTY_PAGES if self._logging_owners else 0
         if flags != self.data_flags:
-            self.vm.set_user_memory_region(
-                DATA_SLOT, lib.KVMH_DATA_GPA, self.config.mem, self.data.addr, flags
-            )
-            self.data_flags = flags
+            self._set_data_slots(flags)
 
     def data_words(self):
         """The data slot as a uint64 array (a view: valid until close)."""

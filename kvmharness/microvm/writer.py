@@ -155,14 +155,21 @@ class WriterControl:
         return [vcpu]
 
     def set(self, *, cmd=None, wps=None, pattern=None, write_percent=None, burst=None, shared_region=None,
-            vcpu=None):
+            vcpu=None, accesses=None):
         """Change the writer of one vCPU (or all) and wait until the guest has
         taken the change up; the streams change at the exact counter the
         guest reports.  `pattern` (patterns.parse_pattern), `write_percent`
         (0..100), `burst` (patterns.Burst; Burst(0, 0) ends bursts) and
-        `shared_region` (all vCPUs at once) may each be None: unchanged."""
+        `shared_region` (all vCPUs at once) may each be None: unchanged.
+        `accesses` (with cmd RUN, from held or done writers): make exactly
+        that many and stop, STATE_DONE (guest/writer.S, "Limit")."""
         ids = self.ids(vcpu)
-        self._blocks()
+        blocks = self._blocks()
+        if accesses is not None:
+            if cmd != guest.CMD_RUN or accesses < 1:
+                raise UsageError("a run of counted accesses needs the RUN command and at least one access")
+            if any(blocks[k].state not in (lib.KVMH_STATE_HELD, lib.KVMH_STATE_DONE) for k in ids):
+                raise UsageError("counted accesses start only from a held or done writer")
         if wps is not None and not 0 <= wps <= MAX_WPS:
             raise UsageError("writes/s must be between 0 (unlimited) and 10^12")
         if pattern is not None:
@@ -201,6 +208,8 @@ class WriterControl:
                 ctl.read_threshold = stream.read_threshold
                 if cmd is not None:
                     ctl.cmd = cmd
+                if cmd == guest.CMD_RUN:
+                    ctl.limit = ctl.counter + accesses if accesses else 0
                 ctl.gen += 1
             self.cond.notify_all()
         self.wait(lambda c: c.seen_gen == c.gen, ACK_TIMEOUT, "take up the new command", ids)
@@ -211,13 +220,30 @@ class WriterControl:
     def run(self, wps=0, pattern=None, vcpu=None, **options):
         self.set(cmd=guest.CMD_RUN, wps=wps, pattern=pattern, vcpu=vcpu, **options)
 
+    def run_accesses(self, accesses, pattern=None, **options):
+        """Every vCPU makes exactly `accesses` more accesses, unpaced, then
+        stops (dirty_log_perf_test's iteration: one pass, then back to the
+        host); returns at once, `wait_done` waits."""
+        self.set(cmd=guest.CMD_RUN, wps=0, pattern=pattern, accesses=accesses, **options)
+
+    def wait_done(self, timeout):
+        """Until every vCPU has made its counted accesses and stopped."""
+        self.wait(lambda c: c.counter == c.limit and c.state == lib.KVMH_STATE_DONE, timeout,
+                  "finish its counted accesses", max_pause=100e-6)
+
+    def run_seconds(self):
+        """Per vCPU, the guest's own time (TSC) from taking up its last run
+        to reaching its limit: time in the guest and in every exit it took."""
+        return tuple((c.run_end - c.run_begin) / self.tsc_hz for c in self._blocks())
+
     def hold(self, vcpu=None):
         """Stop writing; returns once every counter is frozen."""
         self.set(cmd=guest.CMD_HOLD, vcpu=vcpu)
         self.wait(lambda c: c.state == lib.KVMH_STATE_HELD, ACK_TIMEOUT, "hold", self.ids(vcpu))
 
-    def wait(self, done, timeout, what, ids=None):
-        """Until done(control block) holds for every vCPU in `ids`."""
+    def wait(self, done, timeout, what, ids=None, max_pause=2e-3):
+        """Until done(control block) holds for every vCPU in `ids`, polling
+        at most `max_pause` apart."""
         ids = self.ids() if ids is None else ids
         deadline = time.monotonic() + timeout
         pause = 20e-6
@@ -227,7 +253,7 @@ class WriterControl:
                 states = ", ".join(guest.STATES.get(self.controls[k].state, "?") for k in ids)
                 raise HarnessError(f"the guest did not {what} within {timeout:.0f} s (states: {states})")
             time.sleep(pause)
-            pause = min(pause * 2, 2e-3)
+            pause = min(pause * 2, max_pause)
 
     # ---- what the guest publishes ----------------------------------------------
     def counters(self):

@@ -44,7 +44,7 @@ def _back(mapping):
         pass
 
 
-def migrate_in(sock, secret=None):
+def migrate_in(sock, secret=None, backing="anonymous"):
     """Receive a VM on connected socket `sock`; returns an Arrival with the
     VM running, or raises (after telling the source) if the stream is bad.
     A peer that does not prove `secret` (see auth.py) raises AuthError
@@ -54,7 +54,7 @@ def migrate_in(sock, secret=None):
     reader = StreamReader(sock)
     vm = None
     try:
-        config, control_size, logs = decode_meta(reader.header())
+        config, control_size, logs = decode_meta(reader.header(), backing)
         try:
             vm = MicroVm(config)
         except HarnessError as e:

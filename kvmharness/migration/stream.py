@@ -79,6 +79,7 @@ MAX_PAGES_PER_RECORD = 1024
 MAX_ZERO_PER_RECORD = 65536
 ZERO_WIRE_BYTES = 8  # a zero page's index, as QEMU's RAM_SAVE_FLAG_ZERO page costs its header
 MAX_ABORT = 4096
+MAX_SLOTS = 512  # the most data memslots a stream may ask for (the CLI's --slots bound)
 MAX_REPLY = 65536
 VCPU_BYTES = VCPU_HEAD.size + ctypes.sizeof(uapi.kvm_regs) + ctypes.sizeof(uapi.kvm_sregs)
 
@@ -97,6 +98,7 @@ def encode_meta(config, control_size, logs):
         "mem": config.mem,
         "vcpus": config.vcpus,
         "seed": config.seed,
+        "slots": config.slots,
         "page-size": PAGE_SIZE,
         "control-size": control_size,
         "logs": [[[c, s.seed, s.first_page, s.npages, s.pattern, s.read_threshold, s.table_seed]
@@ -134,12 +136,18 @@ def _log(segments, slot_pages):
     return WriterLog(tuple(out))
 
 
-def decode_meta(meta):
+def decode_meta(meta, backing="anonymous"):
     """(VmConfig, control slot size, writer logs) from a header's meta; every
-    field typed and bounded before use."""
+    field typed and bounded before use.  The memslots are the source's (the
+    machine's layout, as a QEMU destination has the source's machine
+    type); the backing source is the destination's own (a host matter, as
+    QEMU's memory backend is given on each side's command line)."""
     mem = _uint(meta, "mem", 1 << 64)  # how much this host can build is MicroVm's to say
     vcpus = _uint(meta, "vcpus", MAX_VCPUS + 1)
     seed = _uint(meta, "seed", 1 << 64)
+    slots = _uint(meta, "slots", MAX_SLOTS + 1) if "slots" in meta else 1
+    if not slots:
+        raise StreamError("migration stream metadata is malformed: slots must be at least 1")
     if _uint(meta, "page-size", 1 << 32) != PAGE_SIZE:
         raise StreamError(f"page size {meta['page-size']} is not supported")
     control_size = _uint(meta, "control-size", 1 << 32)
@@ -149,7 +157,8 @@ def decode_meta(meta):
     if not isinstance(logs, list) or len(logs) != vcpus:
         raise StreamError("migration stream metadata is malformed: one writer log per vCPU expected")
     logs = [_log(log, mem // PAGE_SIZE) for log in logs]
-    return VmConfig(mem=mem, vcpus=vcpus, seed=seed, warm=False, prefault=False), control_size, logs
+    return (VmConfig(mem=mem, vcpus=vcpus, seed=seed, warm=False, prefault=False, backing=backing, slots=slots),
+            control_size, logs)
 
 
 def send_line(sock, obj):

@@ -50,7 +50,7 @@ def migrate_loopback(source_vm, relay=None, downtime=0.3, verify="sent", bytes_p
 
     def destination():
         try:
-            result["arrival"] = migrate_in(dst_sock)
+            result["arrival"] = migrate_in(dst_sock, backing=source_vm.config.backing)  # one host: the same memory
         except StreamError as e:
             result["error"] = str(e)
         finally:
