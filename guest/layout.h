@@ -100,4 +100,29 @@
 #define KVMH_MIX1               0xbf58476d1ce4e5b9
 #define KVMH_MIX2               0x94d049bb133111eb
 
+/* ---- the QEMU image (guest/multiboot.S) ----------------------------------
+ * The same writer, booted by QEMU's multiboot loader (-kernel) instead of
+ * set up by our host.  Guest physical addresses below are also offsets in a
+ * file-backed RAM (memory-backend-file), which the host maps to read the
+ * guest's counters and pages as it does its own VM's.  */
+#define KVMH_MB_LOAD_GPA        0x100000    /* the image is linked here (1 MiB) */
+#define KVMH_MB_PT_GPA          0x200000    /* page tables: PML4, PDPT, low PD, doorbell PD, data PDs */
+#define KVMH_MB_PT_END          0x300000
+#define KVMH_MB_CTL_GPA         0x300000    /* the writer's control block (one vCPU) */
+#define KVMH_MB_INFO_GPA        0x301000    /* boot info the stub leaves for the host */
+#define KVMH_MB_DOORBELL_RAM    0x400000    /* 2 MiB of RAM the doorbell address maps to: no exits */
+#define KVMH_MB_DATA_OFFSET     0x1000000   /* RAM from 16 MiB on is the data mapping */
+/* Boot info (at KVMH_MB_INFO_GPA), written by the stub, magic last: */
+#define KVMH_MB_INFO_MAGIC      0x00  /* KVMH_MB_BOOTED, or KVMH_MB_FAILED with the reason in STATUS */
+#define KVMH_MB_INFO_STATUS     0x08  /* KVMH_MB_FAIL_* */
+#define KVMH_MB_INFO_LOWMEM     0x10  /* RAM below the PCI hole, bytes (mem_upper, rounded up to 2 MiB) */
+#define KVMH_MB_INFO_HIGHMEM    0x18  /* RAM from 4 GiB on, bytes (from the multiboot memory map) */
+#define KVMH_MB_INFO_MAPPED     0x20  /* bytes of the data mapping at KVMH_DATA_GPA */
+#define KVMH_MB_BOOTED          0x4445544f4f42484b   /* "KHBOOTED" */
+#define KVMH_MB_FAILED          0x4c494146484b4b48   /* "HKKHFAIL" */
+#define KVMH_MB_FAIL_MAGIC      1     /* not entered by a multiboot loader */
+#define KVMH_MB_FAIL_MEMINFO    2     /* no mem_upper or no memory map */
+#define KVMH_MB_FAIL_SMALL      3     /* no RAM above KVMH_MB_DATA_OFFSET */
+#define KVMH_MB_FAIL_LARGE      4     /* more RAM than the page-table area maps */
+
 #endif

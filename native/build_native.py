@@ -26,12 +26,42 @@ def _layout_constants():
 
 
 def _assemble_guest():
+    """The guest objects the extension links: writer.S, and the multiboot image."""
     out_dir = tempfile.mkdtemp(prefix="kvmh-guest-")
     obj = os.path.join(out_dir, "writer.o")
     subprocess.check_call(
         ["gcc", "-c", "-I", GUEST, os.path.join(GUEST, "writer.S"), "-o", obj]
     )
-    return obj
+    return [obj, _link_multiboot_image(out_dir)]
+
+
+def _link_multiboot_image(out_dir):
+    """guest/multiboot.S (boot stub + writer.S) linked at KVMH_MB_LOAD_GPA
+    as ELF64, then rewritten as ELF32: QEMU's multiboot loader takes only
+    32-bit ELF files (qemu-target-notes).  The file is embedded in the
+    extension by .incbin, so the image QEMU boots always matches this build."""
+    obj = os.path.join(out_dir, "multiboot.o")
+    elf64 = os.path.join(out_dir, "multiboot64.elf")
+    elf32 = os.path.join(out_dir, "multiboot.elf")
+    subprocess.check_call(["gcc", "-c", "-I", GUEST, os.path.join(GUEST, "multiboot.S"), "-o", obj])
+    with open(os.path.join(GUEST, "layout.h")) as f:
+        load = re.search(r"^#define\s+KVMH_MB_LOAD_GPA\s+(\S+)", f.read(), re.M).group(1)
+    subprocess.check_call(["ld", "-m", "elf_x86_64", "-N", "-e", "kvmh_mb_start",
+                           f"-Ttext={load}", "-o", elf64, obj])
+    subprocess.check_call(["objcopy", "-O", "elf32-i386", elf64, elf32])
+    wrapper = os.path.join(out_dir, "multiboot_blob.S")
+    with open(wrapper, "w") as f:
+        f.write(f'''        .section .rodata
+        .globl kvmh_multiboot_start, kvmh_multiboot_end
+        .p2align 4
+kvmh_multiboot_start:
+        .incbin "{elf32}"
+kvmh_multiboot_end:
+        .section .note.GNU-stack,"",@progbits
+''')
+    blob = os.path.join(out_dir, "multiboot_blob.o")
+    subprocess.check_call(["gcc", "-c", wrapper, "-o", blob])
+    return blob
 
 
 def _cdef():
@@ -52,7 +82,7 @@ ffi.set_source(
     sources=[os.path.relpath(os.path.join(NATIVE, c), ROOT)
              for c in ("kvmh.c", "dirty_ring.c", "page_hash.c", "alias.c", "zero_page.c", "copy_pages.c")],
     include_dirs=[NATIVE, GUEST],
-    extra_objects=[_assemble_guest()],
+    extra_objects=_assemble_guest(),
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],
 )
 

@@ -17,11 +17,21 @@
 
 extern const unsigned char kvmh_guest_entry[];
 extern const unsigned char kvmh_guest_end[];
+extern const unsigned char kvmh_multiboot_start[];
+extern const unsigned char kvmh_multiboot_end[];
 
 size_t kvmh_guest_image(const unsigned char **image)
 {
     *image = kvmh_guest_entry;
     return (size_t)(kvmh_guest_end - kvmh_guest_entry);
+}
+
+size_t kvmh_multiboot_image(const unsigned char **image)
+{
+    /* guest/multiboot.S linked as a multiboot ELF32 file (build_native.py):
+     * what QEMU boots with -kernel, carried like the guest itself */
+    *image = kvmh_multiboot_start;
+    return (size_t)(kvmh_multiboot_end - kvmh_multiboot_start);
 }
 
 void kvmh_guest_run_on_host(void *control_block)

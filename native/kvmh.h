@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 size_t kvmh_guest_image(const unsigned char **image);
+size_t kvmh_multiboot_image(const unsigned char **image);
 int kvmh_install_kick_handler(int signo);
 void kvmh_guest_run_on_host(void *control_block);
 

@@ -1,0 +1,245 @@
+"""`qemu-check`: QEMU's calc-dirty-rate against exact ground truth.
+
+Our writer runs in QEMU with its RAM in a file we map (guest.py); QEMU
+measures its dirty rate in each mode it offers; we replay which pages the
+guest wrote while QEMU measured (microvm/replay.py) and put QEMU's figure
+next to the truth, and next to kvmharness measuring the same workload on its
+own VM (whose windows we check against replay the same way).
+
+What the truth is, exactly:
+* QEMU's window is the stretch between its two dirty-log syncs, which lies
+  somewhere between our sending calc-dirty-rate and its answering
+  "measured".  We read the guest's counter every millisecond meanwhile and
+  replay every placement of a window of calc-time inside those brackets:
+  the truth is a range, usually narrow (a steady writer dirties as much in
+  any second).
+* QEMU counts all guest RAM; our guest also writes its control block page
+  (its counter) all the time: one page more than the region's.
+* dirty-ring mode counts ring entries, not pages: a page written again
+  after a ring reset is collected again.  KVM resets nothing by itself:
+  QEMU reaps and resets a vCPU's ring when it fills (KVM exits when the ring
+  holds size - KVM_DIRTY_RING_RSVD_ENTRIES (64) entries,
+  include/linux/kvm_dirty_ring.h) and every second from its reaper thread
+  (accel/kvm/kvm-all.c, kvm_dirty_ring_reaper_thread), at a phase we cannot
+  see.  So the "entries" truth replays the writes with a reset at every
+  ring-full and at each reaper phase we try: a range again.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..dirtyrate.monitor import DirtyRateMonitor
+from ..dirtyrate.verify import check_window
+from ..microvm import guest as writer_guest
+from ..microvm import replay
+from ..microvm.machine import MicroVm, VmConfig
+from ..microvm.truth import tag_mismatches
+from .dirty_rate import calc_dirty_rate, calc_support
+from .guest import QemuGuest
+
+KVM_DIRTY_RING_RSVD_ENTRIES = 64
+REAPER_PERIOD = 1.0  # seconds: QEMU's dirty ring reaper thread
+REAPER_PHASES = (0.0, 0.25, 0.5, 0.75)
+PLACEMENTS = 5  # window placements replayed between the brackets
+CONTROL_PAGES = 1  # the guest's control block, written with every access
+MIB = 1 << 20
+
+
+def mb_per_s(pages, seconds):
+    return pages * writer_guest.PAGE_SIZE / MIB / seconds
+
+
+def ring_entries(pages, soft_limit, resets=()):
+    """Entries a dirty ring collects for the write sequence `pages` when it
+    is reset whenever it holds `soft_limit` entries and at the positions
+    `resets` (indices into `pages`).  Between two resets each distinct page
+    is one entry."""
+    total, pos = 0, 0
+    for end in sorted(set(r for r in resets if 0 < r < len(pages))) + [len(pages)]:
+        while pos < end:
+            span = min(end - pos, 4 * soft_limit)
+            while True:
+                uniq, first = np.unique(pages[pos:pos + span], return_index=True)
+                if len(uniq) >= soft_limit or pos + span >= end:
+                    break
+                span = min(end - pos, 2 * span)
+            if len(uniq) < soft_limit:
+                total += len(uniq)
+                pos = end
+                break
+            first.sort()
+            total += soft_limit
+            pos += int(first[soft_limit - 1]) + 1  # the ring-full exit follows the write that filled it
+        pos = end
+    return total
+
+
+@dataclass(frozen=True)
+class WindowTruth:
+    """What the guest dirtied in QEMU's window, over the placements its
+    brackets allow: region pages + CONTROL_PAGES, and ring entries."""
+
+    pages: tuple  # (lowest, middle placement, highest)
+    entries: tuple | None  # (lowest, highest) over placements and reaper phases; None: not a ring
+    writes: int  # in the middle placement
+    bracket_seconds: float  # how much longer than calc-time the brackets are
+
+
+def window_truth(guest, measured, ring_size=0):
+    times = np.array([t for t, _ in measured.samples])
+    counts = np.array([c for _, c in measured.samples], dtype=np.float64)
+    seconds = measured.calc_ms / 1000
+    latest = max(measured.sent, measured.done - seconds)
+    starts = np.linspace(measured.sent, latest, PLACEMENTS)
+    log, npages = guest.logs[0], guest.slot_pages
+    pages, entries = [], []
+    for t in starts:
+        lo, hi = (int(round(np.interp(x, times, counts))) for x in (t, t + seconds))
+        pages.append(replay.unique_pages(log, npages, lo, hi) + CONTROL_PAGES)
+        if ring_size:
+            written = np.concatenate([p for _, p in log.chunks(lo, hi)] or [np.zeros(0, np.uint64)])
+            per_write = seconds / max(hi - lo, 1)
+            for phase in REAPER_PHASES:
+                resets = [round((k + phase) * REAPER_PERIOD / per_write) for k in range(math.ceil(seconds) + 1)]
+                entries.append(ring_entries(written, ring_size - KVM_DIRTY_RING_RSVD_ENTRIES, resets)
+                               + CONTROL_PAGES)
+    mid = PLACEMENTS // 2
+    lo_c = int(round(np.interp(starts[mid], times, counts)))
+    hi_c = int(round(np.interp(starts[mid] + seconds, times, counts)))
+    return WindowTruth((min(pages), pages[mid], max(pages)), (min(entries), max(entries)) if entries else None,
+                       hi_c - lo_c, measured.done - measured.sent - seconds)
+
+
+@dataclass(frozen=True)
+class QemuRow:
+    """One mode and window: QEMU's answer, the truth, and ours."""
+
+    mode: str
+    calc_ms: int
+    qemu_mb_s: int
+    truth: WindowTruth
+    ours_mb_s: float | None  # kvmharness on its own VM, same workload and window
+    ours_truth_mb_s: float | None
+    ours_exact: bool | None  # our count within replay's brackets (exact modes), None for sampling
+
+    @property
+    def truth_mb_s(self):
+        return mb_per_s(self.truth.pages[1], self.calc_ms / 1000)
+
+    @property
+    def entries_mb_s(self):
+        return None if self.truth.entries is None else tuple(mb_per_s(e, self.calc_ms / 1000)
+                                                              for e in self.truth.entries)
+
+    @property
+    def ratio(self):
+        return self.qemu_mb_s / self.truth_mb_s if self.truth_mb_s else math.nan
+
+    def to_json(self):
+        s = self.calc_ms / 1000
+        return {"mode": self.mode, "calc-time-ms": self.calc_ms, "qemu-mb-s": self.qemu_mb_s,
+                "truth-mb-s": round(self.truth_mb_s, 1),
+                "truth-pages": list(self.truth.pages), "truth-mb-s-range": [round(mb_per_s(p, s), 1)
+                                                                          for p in self.truth.pages[::2]],
+                "ring-entries": list(self.truth.entries) if self.truth.entries else None,
+                "ring-entries-mb-s": [round(x, 1) for x in self.entries_mb_s] if self.truth.entries else None,
+                "guest-writes": self.truth.writes, "bracket-extra-s": round(self.truth.bracket_seconds, 3),
+                "qemu-over-truth": round(self.ratio, 3),
+                "kvmharness-mb-s": None if self.ours_mb_s is None else round(self.ours_mb_s, 1),
+                "kvmharness-truth-mb-s": None if self.ours_truth_mb_s is None else round(self.ours_truth_mb_s, 1),
+                "kvmharness-exact": self.ours_exact}
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    mem: int
+    wps: int
+    pattern: str
+    modes: tuple
+    calc_ms: tuple
+    dirty_ring_size: int
+    seed: int = 1
+    repeat: int = 1
+    settle: float = 0.5
+    ours: bool = True  # also measure on kvmharness's own VM
+    qemu: str | None = None
+
+
+def _qemu_rows(plan, ring, modes):
+    """Boot one QEMU (with a dirty ring when `ring`), measure `modes`, then
+    check its RAM against replay: (rows, CalcSupport, RAM exact)."""
+    rows = []
+    with QemuGuest(plan.mem, seed=plan.seed, qemu=plan.qemu, dirty_ring_size=plan.dirty_ring_size if ring else 0) as g:
+        g.wait_ready()
+        support = calc_support(g.qmp)
+        g.run_writer(plan.wps, plan.pattern)
+        time.sleep(plan.settle)
+        for mode in modes:
+            for ms in plan.calc_ms:
+                for _ in range(plan.repeat):
+                    m = calc_dirty_rate(g.qmp, support, ms, mode, counter=lambda: g.counters()[0])
+                    rows.append((mode, ms, m.dirty_rate, window_truth(g, m, g.dirty_ring_size)))
+        g.hold()
+        return rows, support, tag_mismatches(g) == (0, 0)
+
+
+def _our_rates(plan, mode):
+    """kvmharness on its own VM, same region, rate, pattern and windows:
+    {calc_ms: [(rate MB/s, replayed truth MB/s, exact or None), ...]}."""
+    ring = plan.dirty_ring_size if mode == "dirty-ring" else 0
+    out = {}
+    config = VmConfig(mem=plan.mem, vcpus=1, seed=plan.seed, dirty_ring_entries=ring)
+    with MicroVm(config) as vm:
+        vm.start()
+        vm.wait_ready()
+        vm.run_writer(plan.wps, plan.pattern)
+        time.sleep(plan.settle)
+        monitor = DirtyRateMonitor(vm)
+        try:
+            for ms in plan.calc_ms:
+                for _ in range(plan.repeat):
+                    result = monitor.measure(ms, "millisecond", mode=mode)
+                    verdict = check_window(vm, result)
+                    exact = verdict.ok if result.mode != "page-sampling" else None
+                    out.setdefault(ms, []).append((mb_per_s(result.dirty_pages, result.window_us / 1e6),
+                                                   mb_per_s(verdict.truth, result.window_us / 1e6), exact))
+        finally:
+            monitor.close()
+        vm.hold()
+    return out
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    plan: CheckPlan
+    support: object  # CalcSupport
+    qemu_version: tuple | None
+    rows: tuple  # QemuRow
+    ram_exact: bool  # the QEMU guest's RAM equals replay, page for page, at the end
+    seconds: float
+
+
+def run_check(plan):
+    """Every mode and window of `plan` in QEMU (one QEMU without a dirty
+    ring for dirty-bitmap and page-sampling, one with a ring for
+    dirty-ring, as QEMU offers them), then on our own VM."""
+    t0 = time.perf_counter()
+    raw, supports, ram_exact = [], [], True
+    sides = ((False, tuple(m for m in plan.modes if m != "dirty-ring")),
+             (True, tuple(m for m in plan.modes if m == "dirty-ring")))
+    for ring, modes in sides:
+        if modes:
+            rows, support, exact = _qemu_rows(plan, ring, modes)
+            raw += rows
+            supports.append(support)
+            ram_exact = ram_exact and exact
+    ours = {m: _our_rates(plan, m) for m in plan.modes} if plan.ours else {}
+    rows, seen = [], {}
+    for mode, ms, rate, truth in raw:
+        k = seen[(mode, ms)] = seen.get((mode, ms), -1) + 1
+        mine = ours.get(mode, {}).get(ms, [])
+        rows.append(QemuRow(mode, ms, rate, truth, *(mine[k] if k < len(mine) else (None, None, None))))
+    return CheckReport(plan, supports[0], supports[0].version, tuple(rows), ram_exact, time.perf_counter() - t0)

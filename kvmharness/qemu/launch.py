@@ -1,0 +1,179 @@
+"""Starting and stopping a QEMU that boots our writer.
+
+What a user expects of a tool that starts QEMU for them: QEMU found or a
+one-line way to get it, QEMU's own complaint when it refuses to start, and
+no QEMU left running whatever happens to us.  So the child gets
+PR_SET_PDEATHSIG (it dies with us even on SIGKILL), its stderr goes to a
+file we quote from, and every exit path quits it over QMP, then terminates,
+then kills it.
+
+The flags are those measured on our runners (docs/qemu.md,
+qemu-target-notes): `-cpu host,-arch-capabilities` (plain `-cpu host` dies
+on nested runners setting MSR 0x10a), no default devices, no reboot (a
+triple fault ends QEMU instead of looping), QMP on a unix socket.
+"""
+
+import contextlib
+import ctypes
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+from ..errors import CapabilityMissing, HarnessError
+from ..qmp.client import QmpClient, QmpConnectionError
+
+QEMU_NAMES = ("qemu-system-x86_64", "/usr/libexec/qemu-kvm")
+INSTALL_HINT = ("install it (Debian/Ubuntu: apt-get install qemu-system-x86, which `scripts/setup.sh --with-qemu` "
+                "runs as root) or pass --qemu PATH")
+START_TIMEOUT = 20.0
+QUIT_TIMEOUT = 5.0
+PR_SET_PDEATHSIG = 1
+SIGKILL = 9
+
+
+def find_qemu(path=None):
+    """The QEMU binary to run: `path`, or the first of QEMU_NAMES on PATH."""
+    if path:
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise CapabilityMissing(f"{path} is not an executable QEMU")
+        return path
+    for name in QEMU_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise CapabilityMissing(f"QEMU (qemu-system-x86_64) is not installed: {INSTALL_HINT}")
+
+
+def qemu_version(binary):
+    """(major, minor, micro) of `binary --version`."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20).stdout
+        numbers = out.split("version", 1)[1].split()[0].split(".")
+        return tuple(int(n) for n in numbers[:3])
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        raise CapabilityMissing(f"{binary} --version did not say which QEMU it is") from None
+
+
+@dataclass(frozen=True)
+class QemuConfig:
+    """One QEMU: RAM `ram_bytes` (a multiple of 2 MiB) backed by the file
+    `mem_path` (shared, so the host maps the guest's RAM), booting `kernel`."""
+
+    binary: str
+    ram_bytes: int
+    mem_path: str
+    kernel: str
+    dirty_ring_size: int = 0  # 0: dirty bitmap (QEMU's default)
+    incoming: str | None = None  # "tcp:IP:PORT" for a migration destination
+
+    def argv(self, qmp_path):
+        accel = "kvm" + (f",dirty-ring-size={self.dirty_ring_size}" if self.dirty_ring_size else "")
+        argv = [self.binary, "-accel", accel, "-cpu", "host,-arch-capabilities",
+                "-machine", "pc,memory-backend=ram", "-m", f"{self.ram_bytes >> 20}M", "-smp", "1",
+                "-object", f"memory-backend-file,id=ram,size={self.ram_bytes},mem-path={self.mem_path},share=on",
+                "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "none", "-monitor", "none",
+                "-kernel", self.kernel, "-qmp", f"unix:{qmp_path},server=on,wait=off"]
+        if self.incoming:
+            argv += ["-incoming", self.incoming]
+        return argv
+
+
+def _child_setup(enter):
+    """In the child before exec: die with the parent, then enter a network
+    namespace if asked (the migration testbed's two hosts)."""
+    def setup():
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+        if enter is not None:
+            enter()
+    return setup
+
+
+class QemuProcess:
+    """A running QEMU with a negotiated QMP session (`.qmp`).  Use as a
+    context manager; `workdir` holds its QMP socket and stderr log and must
+    outlive it."""
+
+    def __init__(self, config, workdir, enter=None):
+        self.config = config
+        self.qmp_path = os.path.join(workdir, "qmp.sock")
+        self._log_path = os.path.join(workdir, "qemu.log")
+        self.qmp = None
+        with open(self._log_path, "wb") as log:
+            try:
+                self.process = subprocess.Popen(config.argv(self.qmp_path), stdin=subprocess.DEVNULL,
+                                                stdout=log, stderr=log, preexec_fn=_child_setup(enter))
+            except OSError as e:
+                raise CapabilityMissing(f"cannot run {config.binary}: {e.strerror}") from None
+        try:
+            self.qmp = self._connect()
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self):
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            self.check()
+            if os.path.exists(self.qmp_path):
+                try:
+                    return QmpClient(self.qmp_path)
+                except QmpConnectionError:
+                    pass
+            if time.monotonic() > deadline:
+                raise HarnessError(f"QEMU did not open its QMP socket within {START_TIMEOUT:.0f} s")
+            time.sleep(0.02)
+
+    def stderr_tail(self, lines=5):
+        try:
+            with open(self._log_path, errors="replace") as f:
+                return " | ".join(line.strip() for line in f.read().strip().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def check(self):
+        """Raise if QEMU has exited: with its exit status and last words."""
+        status = self.process.poll()
+        if status is not None:
+            said = self.stderr_tail()
+            why = f": {said}" if said else (
+                " (the guest shut down: a triple fault ends a guest that has no IDT, and -no-reboot ends QEMU)"
+                if status == 0 else "")
+            raise HarnessError(f"QEMU exited with status {status}{why}")
+
+    def close(self):
+        """Quit QEMU over QMP, else terminate it, else kill it; reap it."""
+        if self.qmp is not None:
+            with contextlib.suppress(Exception):
+                self.qmp.execute("quit")
+            with contextlib.suppress(Exception):
+                self.qmp.close()
+            self.qmp = None
+        if self.process.poll() is None:
+            for stop in (lambda: None, self.process.terminate, self.process.kill):
+                stop()
+                try:
+                    self.process.wait(QUIT_TIMEOUT)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self.process.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@contextlib.contextmanager
+def workdir():
+    """A private directory (0700) for one QEMU's socket, log and image,
+    removed with all it holds."""
+    path = tempfile.mkdtemp(prefix="kvmh-qemu-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
