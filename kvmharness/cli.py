@@ -123,6 +123,24 @@ def parse_write_percent_int(text):
     return units.parse_count(text, "write percentage", 0, 100)
 
 
+def parse_modes(text):
+    """'dirty-bitmap,page-sampling' -> a tuple of calc-dirty-rate modes."""
+    names = tuple(t.strip() for t in text.split(","))
+    for name in names:
+        if name not in MODE_NAMES:
+            raise UsageError(f"unknown mode {name[:40]!r}: one of {', '.join(MODE_NAMES)}")
+    return names
+
+
+def parse_durations(text):
+    """'1s,2s' or '200ms,1s' -> seconds, each 50 ms .. 60 s (calc-dirty-rate's range)."""
+    out = tuple(units.parse_duration(t.strip()) for t in text.split(","))
+    for d in out:
+        if not 0.05 <= d <= 60:
+            raise UsageError(f"a window of {d * 1e3:g} ms is outside calc-dirty-rate's 50ms..60s")
+    return out
+
+
 def parse_slots(text):
     return units.parse_count(text, "memslots", 1, 512)
 
@@ -240,6 +258,9 @@ def build_parser():
                    help="do not count TCP/IP framing on the link")
     p.add_argument("--curve", choices=["one-run", "separate"], default="one-run",
                    help="measure dirty(t) in one window with x-periods (default), or one window per point")
+    p.add_argument("--qmp", metavar="SOCKET|HOST:PORT",
+                   help="predict a running QEMU VM (or a kvmharness qmp server) instead: dirty(t) from its "
+                        "calc-dirty-rate over QMP alone (VM options are then not used)")
     p.set_defaults(handler=_command("predict"), settle=0.2)
 
     p = sub.add_parser("migrate", help="start a VM with the writer and live-migrate it (source side)")
@@ -312,6 +333,29 @@ def build_parser():
     p.set_defaults(handler=_command("perf"))
 
     # issue 17: the host self-test, and bench results of several hosts side by side
+    p = sub.add_parser("qemu-check", help="boot our writer in QEMU and check QEMU's calc-dirty-rate against "
+                                          "exact ground truth (and against kvmharness on its own VM)")
+    p.add_argument("--qemu", metavar="PATH", help="the QEMU binary (default: qemu-system-x86_64 on PATH)")
+    p.add_argument("--mem", type=_arg(units.parse_size), default=units.parse_size("1GiB"),
+                   help="the writer's region in the QEMU guest, e.g. 1GiB, 4GiB (default 1GiB)")
+    p.add_argument("--wps", type=_arg(units.parse_rate), default=units.parse_rate("3M"),
+                   help="writes per second (default 3M)")
+    p.add_argument("--pattern", type=_arg(patterns.parse_pattern), default="random",
+                   help=f"which pages the writer picks: {patterns.PATTERN_HELP} (default random)")
+    p.add_argument("--modes", type=_arg(parse_modes), default=tuple(MODE_NAMES),
+                   help="comma-separated calc-dirty-rate modes (default: all three)")
+    p.add_argument("--calc-times", type=_arg(parse_durations), default=(1.0,),
+                   help="comma-separated windows, e.g. 1s,2s or 200ms,1s (default 1s); a QEMU without "
+                        "calc-time-unit (before 8.2) measures whole seconds only")
+    p.add_argument("--dirty-ring-size", type=_positive_int, default=65536,
+                   help="QEMU's dirty-ring-size for the dirty-ring mode (default 65536)")
+    p.add_argument("--repeat", type=_positive_int, default=1, help="measurements per mode and window (default 1)")
+    p.add_argument("--seed", type=_seed, default=1, help="PRNG seed of the writer (default 1)")
+    p.add_argument("--no-ours", dest="ours", action="store_false",
+                   help="do not also measure the workload on kvmharness's own VM")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_command("qemu_check"))
+
     p = sub.add_parser("selftest", help="check that this host's KVM dirty tracking tells the truth (vs replay)")
     p.add_argument("--quick", action="store_true", help="smaller VMs and one window per check (seconds)")
     p.add_argument("--junit-xml", metavar="PATH", help="also write the results as JUnit XML, for CI")

@@ -10,6 +10,7 @@ from ..dirtyrate import modes
 from ..errors import UsageError
 from ..migration.model import Link
 from ..migration.predict import TABLE_BANDWIDTHS, TABLE_DOWNTIMES, advise, predict_for
+from ..qemu.curve import predict_over_qmp
 from .measuring import measurement_vm
 
 
@@ -19,30 +20,45 @@ def main(args):
     links = [args.bandwidth] + ([b for b in TABLE_BANDWIDTHS if b != args.bandwidth] if args.table else [])
     downtimes = [args.downtime] + ([d for d in TABLE_DOWNTIMES if d != args.downtime] if args.table else [])
     links = [Link(b, args.tcp_overhead) for b in links]
-    ring = 0 if modes.needs_ring(args.mode) else None
-    with measurement_vm(args, ring) as (vm, _):
-        measured, verdicts = predict_for(vm, links, downtimes, args.mode, args.max_iterations,
-                                         one_run=args.curve == "one-run")
+    target = None
+    if args.qmp:
+        target, measured, verdicts = predict_over_qmp(args.qmp, links, downtimes, args.mode, args.max_iterations)
+        vcpus, mode, mem, wps, pattern = target.vcpus, target.mode, target.ram_bytes, None, None
+    else:
+        ring = 0 if modes.needs_ring(args.mode) else None
+        with measurement_vm(args, ring) as (vm, _):
+            measured, verdicts = predict_for(vm, links, downtimes, args.mode, args.max_iterations,
+                                             one_run=args.curve == "one-run")
+        vcpus, mode, mem, wps, pattern = args.vcpus, args.mode, args.mem, args.wps, args.pattern
     curve = measured.curve
     main = verdicts[(links[0], args.downtime)]
-    advice = advise(curve, links[0], args.downtime, args.vcpus, max(args.max_iterations, 100),
+    advice = advise(curve, links[0], args.downtime, vcpus, max(args.max_iterations, 100),
                     switch_seconds=main.switch_seconds, zero_pages=measured.zero_pages)
     bandwidths = sorted({link.bits_per_second for link in links})
     ordered = sorted(downtimes)
     table = [verdicts[(link, d)] for link in sorted(links, key=lambda link: link.goodput)
              for d in ordered] if args.table else []
     if args.json:
-        out = {"converges": main.model.converges, "mode": args.mode, "mem": args.mem, "wps": args.wps,
-               "pattern": args.pattern, **main.to_json(),
+        out = {"converges": main.model.converges, "mode": mode, "mem": mem, "wps": wps,
+               "pattern": pattern, **main.to_json(),
                "curve": [[round(t * 1e3, 3), round(p)] for t, p in curve.points],
-               "curve-measurement": args.curve, "curve-seconds": round(measured.seconds, 3),
+               "curve-measurement": "qmp" if target else args.curve, "curve-seconds": round(measured.seconds, 3),
                "zero-pages": round(measured.zero_pages),
                "fitted-pages-per-second": round(curve.rate, 1), "aids": advice.to_json()}
         if table:
             out["table"] = [v.to_json() for v in table]
+        if target:
+            out["qmp"] = {"address": target.address, "version": ".".join(map(str, target.version or ())),
+                          "millisecond-windows": target.support.millisecond, "windows-ms": list(target.windows_ms),
+                          "vcpus": target.vcpus, "notes": list(target.notes)}
         print(json.dumps(out, indent=2))
         return 0
-    print(f"dirty(t), {args.mode}, measured in {measured.seconds:.2f} s ({args.curve}): "
+    if target:
+        version = ".".join(map(str, target.version)) if target.version else "unknown version"
+        print(f"QMP {target.address}: QEMU {version}, {target.ram_bytes >> 20} MiB, {target.vcpus} vCPU(s)")
+        for note in target.notes:
+            print(f"  {note}")
+    print(f"dirty(t), {mode}, measured in {measured.seconds:.2f} s ({'qmp' if target else args.curve}): "
           + ", ".join(f"{t * 1e3:.0f} ms: {p:.0f}" for t, p in curve.points)
           + f" pages (fitted {curve.rate:.0f} pages/s); {measured.zero_pages:.0f} zero pages")
     seed = main.seed

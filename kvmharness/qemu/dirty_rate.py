@@ -30,8 +30,8 @@ class CalcSupport:
 
     def windows_note(self):
         if self.millisecond:
-            return "millisecond windows (calc-time-unit), 50 ms and up"
-        return "whole-second windows only (no calc-time-unit before QEMU 8.2)"
+            return "millisecond windows: calc-time-unit, 50 ms and up"
+        return "whole-second windows only: calc-time-unit came in QEMU 8.2"
 
     def arguments(self, calc_ms, mode=None, sample_pages=None):
         """calc-dirty-rate's arguments for a window of `calc_ms`."""

@@ -104,9 +104,12 @@ class QemuGuest:
     so that truth.py and the replay work on it unchanged.
 
     `incoming` makes it a migration destination: QEMU waits for the RAM
-    instead of booting, and `adopt()` takes the source's writer logs."""
+    instead of booting, and `adopt()` takes the source's writer logs.
+    `extra_qmp` opens a second QMP socket at that path for another client
+    (`predict --qmp`), since QEMU serves one client per socket."""
 
-    def __init__(self, mem, *, seed=1, qemu=None, dirty_ring_size=0, warm=True, enter=None, incoming=None):
+    def __init__(self, mem, *, seed=1, qemu=None, dirty_ring_size=0, warm=True, enter=None, incoming=None,
+                 extra_qmp=None):
         if mem < MIN_MEM or mem % writer_guest.PAGE_SIZE:
             raise UsageError(f"QEMU's writer region must be a multiple of 4 KiB and at least {MIN_MEM >> 20} MiB")
         self.mem, self.seed, self.warm = mem, seed, warm
@@ -117,12 +120,12 @@ class QemuGuest:
         self._stack = contextlib.ExitStack()
         self._closed = False
         try:
-            self._build(qemu, dirty_ring_size, enter, incoming, table_size)
+            self._build(qemu, dirty_ring_size, enter, incoming, table_size, extra_qmp)
         except BaseException:
             self.close()
             raise
 
-    def _build(self, qemu, dirty_ring_size, enter, incoming, table_size):
+    def _build(self, qemu, dirty_ring_size, enter, incoming, table_size, extra_qmp):
         binary = launch.find_qemu(qemu)
         tsc_hz = host_tsc_hz()
         work = self._stack.enter_context(launch.workdir())
@@ -141,7 +144,7 @@ class QemuGuest:
                                     slot_pages=self.slot_pages, vm_seed=self.seed, tables=tables,
                                     table_gpa=self.table_gpa)
         self._stack.callback(self.writer.detach)  # before the RAM is unmapped
-        config = launch.QemuConfig(binary, self.ram_bytes, path, kernel, dirty_ring_size, incoming)
+        config = launch.QemuConfig(binary, self.ram_bytes, path, kernel, dirty_ring_size, incoming, extra_qmp)
         self.qemu = self._stack.enter_context(launch.QemuProcess(config, work, enter))
         os.unlink(path)  # QEMU holds it now; nothing of ours can leave it behind
         self.qmp = self.qemu.qmp

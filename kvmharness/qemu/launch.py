@@ -68,6 +68,7 @@ class QemuConfig:
     kernel: str
     dirty_ring_size: int = 0  # 0: dirty bitmap (QEMU's default)
     incoming: str | None = None  # "tcp:IP:PORT" for a migration destination
+    extra_qmp: str | None = None  # a second QMP socket, for another client (QEMU serves one per socket)
 
     def argv(self, qmp_path):
         accel = "kvm" + (f",dirty-ring-size={self.dirty_ring_size}" if self.dirty_ring_size else "")
@@ -76,6 +77,8 @@ class QemuConfig:
                 "-object", f"memory-backend-file,id=ram,size={self.ram_bytes},mem-path={self.mem_path},share=on",
                 "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "none", "-monitor", "none",
                 "-kernel", self.kernel, "-qmp", f"unix:{qmp_path},server=on,wait=off"]
+        if self.extra_qmp:
+            argv += ["-qmp", f"unix:{self.extra_qmp},server=on,wait=off"]
         if self.incoming:
             argv += ["-incoming", self.incoming]
         return argv
