@@ -1,10 +1,10 @@
 """kvmharness's pytest plugin (entry point pytest11): what our own tests use,
 for anyone's tests of KVM dirty tracking.
 
-* markers `kvm` (needs /dev/kvm) and `root` (needs root): such a test skips,
-  with the reason, on a machine without them; under CI=true or with
-  --require-kvm the skip is a failure, because a CI that claims KVM must
-  prove it;
+* markers `kvm` (needs /dev/kvm), `root` (needs root) and `qemu` (needs
+  qemu-system-x86_64): such a test skips, with the reason, on a machine
+  without them; under CI=true or with --require-kvm the skip is a failure,
+  because a CI that claims KVM must prove it (our set-up installs QEMU);
 * `running_vm(**VmConfig fields)`: a MicroVm, started and warmed up;
 * fixture `micro_vm`: a running MicroVm whose writer writes, configured by
   `@pytest.mark.micro_vm(mem=..., vcpus=..., dirty_ring_entries=..., wps=...,
@@ -41,6 +41,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "kvm: needs /dev/kvm (a skip is a failure under CI=true or --require-kvm)")
     config.addinivalue_line("markers", "root: needs root (a skip is a failure under CI=true or --require-kvm)")
+    config.addinivalue_line("markers", "qemu: needs QEMU, qemu-system-x86_64 (a skip is a failure under CI=true "
+                            "or --require-kvm)")
     config.addinivalue_line("markers", "micro_vm(**options): the micro_vm fixture's VM: mem, vcpus, "
                             "dirty_ring_entries, seed, ... (VmConfig), wps and pattern (the writer)")
 
@@ -58,8 +60,19 @@ def kvm_missing(device=KVM_DEVICE):
     return None
 
 
+def qemu_missing():
+    """Why QEMU cannot be used here, or None."""
+    import shutil
+
+    if shutil.which("qemu-system-x86_64"):
+        return None
+    return "QEMU is not installed (scripts/setup.sh installs Debian's qemu-system-x86, as root)"
+
+
 def pytest_runtest_setup(item):
     reasons = []
+    if item.get_closest_marker("qemu"):
+        reasons.append(qemu_missing())
     if item.get_closest_marker("kvm"):
         reasons.append(kvm_missing())
     if item.get_closest_marker("root") and os.geteuid() != 0:
@@ -76,7 +89,7 @@ def pytest_runtest_makereport(item, call):
     """A KVM or root test that skips for any reason fails when required."""
     outcome = yield
     report = outcome.get_result()
-    needs = item.get_closest_marker("kvm") or item.get_closest_marker("root")
+    needs = any(item.get_closest_marker(m) for m in ("kvm", "root", "qemu"))
     if report.skipped and needs and _required(item.config):
         report.outcome = "failed"
         report.longrepr = f"skipped, but KVM/root tests may not skip here: {report.longrepr}"

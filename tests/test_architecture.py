@@ -19,9 +19,10 @@ ALLOWED = {
     "bench": {"dirtyrate", "microvm", "kvm", "probe"},
     "probe": {"dirtyrate", "microvm", "kvm"},
     "perf": {"microvm", "kvm"},
+    "qemu": {"qmp", "migration", "dirtyrate", "microvm", "kvm"},
     "selftest": {"perf", "migration", "dirtyrate", "microvm", "kvm"},
     "commands": {"qmp", "migration", "convergence", "dirtyrate", "microvm", "kvm", "bench", "probe", "selftest",
-                 "perf"},
+                 "perf", "qemu"},
     "cli": {"commands"},
     "pytest_plugin": {"dirtyrate", "microvm"},
 }

@@ -38,8 +38,8 @@ class CalcSupport:
         if self.millisecond:
             args = {"calc-time": int(calc_ms), "calc-time-unit": "millisecond"}
         elif calc_ms % 1000:
-            raise UsageError(f"this QEMU measures whole seconds only; {calc_ms} ms is not one "
-                             f"({self.source})")
+            raise UsageError(f"this QEMU measures whole seconds only (calc-time-unit came in QEMU 8.2): "
+                             f"{calc_ms} ms is not a whole second")
         else:
             args = {"calc-time": int(calc_ms // 1000)}
         if mode is not None:

@@ -26,7 +26,7 @@ from ..errors import CapabilityMissing, HarnessError
 from ..qmp.client import QmpClient, QmpConnectionError
 
 QEMU_NAMES = ("qemu-system-x86_64", "/usr/libexec/qemu-kvm")
-INSTALL_HINT = ("install it (Debian/Ubuntu: apt-get install qemu-system-x86, which `scripts/setup.sh --with-qemu` "
+INSTALL_HINT = ("install it (Debian/Ubuntu: apt-get install qemu-system-x86, which `scripts/setup.sh` "
                 "runs as root) or pass --qemu PATH")
 START_TIMEOUT = 20.0
 QUIT_TIMEOUT = 5.0

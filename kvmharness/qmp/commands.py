@@ -14,6 +14,7 @@ from .. import __version__
 from ..dirtyrate import modes
 from ..dirtyrate.monitor import TIME_UNITS, DirtyRateStatus
 from ..errors import QmpError
+from ..microvm.guest import PAGE_SIZE
 from .hmp import human_monitor_command
 from ..migration.parameters import PARAMETERS, parse_capabilities
 from .qapi import dirty_rate_info, migration_info, vcpu_dirty_limit_info
@@ -138,6 +139,20 @@ def _query_commands(ctx, a):
     return [{"name": name} for name in COMMANDS]
 
 
+def _query_memory_size_summary(ctx, a):
+    """QEMU's: the guest's RAM (here the data slot: what dirties and migrates)."""
+    return {"base-memory": ctx.vm.slot_pages * PAGE_SIZE, "plugged-memory": 0}
+
+
+def _query_cpus_fast(ctx, a):
+    """QEMU's CpuInfoFast for each vCPU; thread-id the vCPU thread's."""
+    threads = list(getattr(ctx.vm, "threads", ()))
+    return [{"cpu-index": k, "qom-path": f"/machine/unattached/device[{k}]",
+             "thread-id": (getattr(threads[k], "native_id", 0) or 0) if k < len(threads) else 0,
+             "props": {"core-id": 0, "thread-id": 0, "node-id": 0, "socket-id": k}, "target": "x86_64"}
+            for k in range(len(ctx.vm.vcpus))]
+
+
 def _query_status(ctx, a):
     if ctx.migration.status == "completed":
         return {"running": False, "singlestep": False, "status": "postmigrate", "x-writing": False}
@@ -151,6 +166,8 @@ COMMANDS = {
         Command("qmp_capabilities", (Arg("enable", "array"),), None),
         Command("query-version", (), lambda ctx, a: version()),
         Command("query-status", (), _query_status),
+        Command("query-memory-size-summary", (), _query_memory_size_summary),
+        Command("query-cpus-fast", (), _query_cpus_fast),
         Command("query-commands", (), _query_commands),
         Command("quit", (), None),
         Command("calc-dirty-rate", (
