@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .dirtyrate.trackers.bitmap import DirtyBitmapTracker
 from .microvm.dirty_ring import GFN_SIZE, max_ring_bytes
 from .kvm import Kvm
+from .kvm.backing import offers
 from .microvm.host_loop import host_loop_rate
 from .microvm.machine import MicroVm, VmConfig
 from .microvm.writer import CATCH_UP_SECONDS, measure_writer
@@ -47,6 +48,10 @@ class ProbeReport:
     loop_writes_per_second: float = 0.0
     host_loop_writes_per_second: float = 0.0
     first_write_us: float = 0.0
+    backing: tuple = ()  # kvm.backing.Offer per backing source: can the data region live there
+
+    def backing_json(self):
+        return {o.name: {"offered": o.offered, "detail": o.detail} for o in self.backing}
 
     @property
     def guest_to_host_loop(self):
@@ -64,6 +69,7 @@ class ProbeReport:
             "capabilities": self.caps,
             "dirty-ring-max-entries": self.dirty_ring_max_entries,
             "tsc-khz": self.tsc_khz,
+            "backing-sources": self.backing_json(),
             "calibration": {
                 "loop-writes-per-second": round(self.loop_writes_per_second, 1),
                 "host-loop-writes-per-second": round(self.host_loop_writes_per_second, 1),
@@ -128,6 +134,7 @@ def probe(device=DEFAULT_DEVICE, calibrate=True):
         api_version=version,
         caps=caps,
         dirty_ring_max_entries=ring_bytes // GFN_SIZE,
+        backing=offers(),
     )
     if calibrate:
         with MicroVm(VmConfig(mem=CALIBRATION_MEM, device=device)) as vm:

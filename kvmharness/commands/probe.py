@@ -18,6 +18,9 @@ def main(args):
     print(f"dirty ring max:   {report.dirty_ring_max_entries} entries per vCPU")
     for name, value in report.caps.items():
         print(f"  {name:<36} {value}")
+    print("backing sources (--backing):")
+    for offer in report.backing:
+        print(f"  {offer.name:<24} {'yes' if offer.offered else 'no ':<4}{offer.detail}")
     print(f"guest loop rate:  {units.format_rate(report.loop_writes_per_second)}writes/s "
           f"(random, {CALIBRATION_MEM >> 20} MiB, unthrottled; {report.guest_to_host_loop:.2f}x the same "
           f"loop as a host process)")

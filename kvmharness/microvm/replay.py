@@ -71,14 +71,14 @@ class WriterStream:
         z ^= _U64(lib.KVMH_WRITE_SALT)
         return np.bitwise_and(mix(z), _LOW32) >= _U64(self.read_threshold)
 
-    def chunks(self, start, stop):
-        """(tags, pages) of the writes among accesses start .. stop-1, in
-        chunks that bound memory use: a write's tag is its access number + 1,
-        what it stores in its page."""
+    def chunks(self, start, stop, reads=False):
+        """(tags, pages) of the writes among accesses start .. stop-1 (with
+        `reads`, of every access), in chunks that bound memory use: a
+        write's tag is its access number + 1, what it stores in its page."""
         for lo in range(start, stop, _CHUNK):
             hi = min(lo + _CHUNK, stop)
             pages, tags = self.pages(lo, hi), np.arange(lo + 1, hi + 1, dtype=_U64)
-            if self.read_threshold:
+            if self.read_threshold and not reads:
                 written = self.writes(lo, hi)
                 pages, tags = pages[written], tags[written]
             yield tags, pages
@@ -105,29 +105,30 @@ class WriterLog:
             raise ValueError("segments must be appended in counter order")
         return WriterLog(self.segments + ((counter, stream),))
 
-    def chunks(self, start, stop):
+    def chunks(self, start, stop, reads=False):
         bounds = [c for c, _ in self.segments[1:]] + [None]
         for (begin, stream), end in zip(self.segments, bounds):
             lo = max(start, begin)
             hi = stop if end is None else min(stop, end)
             if lo < hi:
-                yield from stream.chunks(lo, hi)
+                yield from stream.chunks(lo, hi, reads)
 
 
-def _chunks(writers, start, stop):
+def _chunks(writers, start, stop, reads=False):
     """Accept one WriterStream/WriterLog with a range, or a list of
     (writer, start, stop) triples (one per vCPU)."""
     if start is None:
         for writer, lo, hi in writers:
-            yield from writer.chunks(lo, hi)
+            yield from writer.chunks(lo, hi, reads)
     else:
-        yield from writers.chunks(start, stop)
+        yield from writers.chunks(start, stop, reads)
 
 
-def written_bitmap(writers, slot_pages, start=None, stop=None):
-    """Boolean array over the data slot: True where some write in range landed."""
+def written_bitmap(writers, slot_pages, start=None, stop=None, reads=False):
+    """Boolean array over the data slot: True where some write in range
+    landed (with `reads`, where any access did)."""
     bitmap = np.zeros(slot_pages, dtype=bool)
-    for _, pages in _chunks(writers, start, stop):
+    for _, pages in _chunks(writers, start, stop, reads):
         bitmap[pages] = True
     return bitmap
 

@@ -7,7 +7,8 @@ host's dirty tracking and a migration against, written once.
 * `pacing_problem(edges, wps, seconds)`: whether the writer kept writing,
   never faster than asked;
 * `written_since(vm, start, stop)`: the exact pages written between two
-  sets of counters (the writer held at both: nothing is in flight);
+  sets of counters (the writer held at both: nothing is in flight), and
+  `accessed_since`, the pages read or written;
 * `tag_mismatches(vm)`: pages whose contents are not what replay says the
   guest left there (after a migration: what arrived is what was written).
 """
@@ -59,6 +60,12 @@ def written_since(vm, start, stop):
     """Bool per data-slot page: written by accesses start[k] .. stop[k] - 1 of each vCPU k."""
     ranges = [(vm.logs[k], lo, hi) for k, (lo, hi) in enumerate(zip(start, stop))]
     return replay.last_tags(ranges, vm.slot_pages) != 0
+
+
+def accessed_since(vm, start, stop):
+    """Bool per data-slot page: read or written by accesses start[k] .. stop[k] - 1 of each vCPU k."""
+    ranges = [(vm.logs[k], lo, hi) for k, (lo, hi) in enumerate(zip(start, stop))]
+    return replay.written_bitmap(ranges, vm.slot_pages, reads=True)
 
 
 def tag_mismatches(vm):

@@ -77,9 +77,9 @@ class RingLog:
 
     def enable(self):
         self.vm.set_dirty_logging(True, self)
-        self.rings.harvest()  # nothing can be there (the writer is held); a foreign entry would raise
 
     def begin(self):
+        self.rings.harvest()  # nothing can be there (the writers are stopped); a foreign entry would raise
         self.rings.swap_sink(RingSink(len(self.vm.vcpus), self.vm.slot_pages))
         self.full_exits = self.rings.full_exits
 

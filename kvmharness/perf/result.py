@@ -57,9 +57,10 @@ class PerfIteration:
     clear_seconds: float | None = None
     harvested_pages: int | None = None  # pages the log reported
     expected_pages: int | None = None  # pages replay says it must report
-    missing: int | None = None  # expected, not reported
-    extra: int | None = None  # reported, not expected
+    missing: int | None = None  # written, not reported: an error
+    extra: int | None = None  # reported, not accessed at all in the pass: an error
     ring_full_exits: int = 0
+    read_reported: int | None = None  # only read in the pass, reported (a read fault mapped it writable)
 
     @property
     def exact(self):
@@ -73,7 +74,8 @@ class PerfIteration:
             out.update({"get-dirty-log-seconds": round(self.get_seconds, 9),
                         "clear-dirty-log-seconds": None if self.clear_seconds is None else round(self.clear_seconds, 9),
                         "harvested-pages": self.harvested_pages, "expected-pages": self.expected_pages,
-                        "missing-pages": self.missing, "extra-pages": self.extra, "exact": self.exact,
+                        "missing-pages": self.missing, "extra-pages": self.extra,
+                        "read-pages-reported": self.read_reported, "exact": self.exact,
                         "ring-full-exits": self.ring_full_exits})
         return out
 
@@ -157,8 +159,10 @@ class PerfResult:
             out.append(f"Iteration {i.number} get dirty log time: {s(i.get_seconds)}")
             if i.clear_seconds is not None:
                 out.append(f"Iteration {i.number} clear dirty log time: {s(i.clear_seconds)}")
-            verdict = "exact" if i.exact else f"WRONG: {i.missing} missing, {i.extra} extra"
-            out.append(f"Iteration {i.number} harvested {i.harvested_pages} pages, replay {i.expected_pages}: {verdict}")
+            verdict = "exact" if i.exact else f"WRONG: {i.missing} written missing, {i.extra} untouched reported"
+            reads = f" (+ {i.read_reported} only read, mapped writable on a read fault)" if i.read_reported else ""
+            out.append(f"Iteration {i.number} harvested {i.harvested_pages} pages, replay {i.expected_pages} written"
+                       f"{reads}: {verdict}")
         out.append(f"Disabling dirty logging time: {s(self.disable_seconds)}")
         n = len(self.iterations)
         out.append(f"Get dirty log over {n} iterations took {s(self.get_total)}. "

@@ -8,6 +8,8 @@ Each check names the KVM capabilities it needs: one the host lacks, or that
 which.  A check returns a line of detail or raises CheckFailed.
 """
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -17,9 +19,11 @@ from ..dirtyrate import DirtyRateMonitor
 from ..dirtyrate.trackers.bitmap import DirtyBitmapTracker
 from ..dirtyrate.verify import check_window
 from ..errors import HarnessError
+from ..kvm import backing
 from ..microvm.dirty_ring import host_max_ring_entries
 from ..microvm.running import running_vm
 from ..microvm.truth import pacing_problem, tag_mismatches, written_since
+from ..perf import PerfConfig, run_perf
 from .loopback import migrate_loopback
 
 MiB = 1 << 20
@@ -41,6 +45,7 @@ class Check:
     needs: tuple  # (KVM_CAP name, least value) all of which the host must offer
     run: object  # run(quick) -> detail; raises CheckFailed
     hide_while_running: tuple = ()  # capabilities hidden while it runs (to take a fallback)
+    unavailable: object = None  # () -> why the host cannot run it beyond KVM capabilities (None: it can)
 
 
 def _judge(vm, result, wps):
@@ -195,6 +200,58 @@ def live_migration(quick):
             "RAM verified and equal to replay")
 
 
+GiB = 1 << 30
+BACKING_SLOTS = 4
+
+
+def _backing_size(src, quick):
+    """(vCPUs, bytes per vCPU) of a backing check: 1 GiB pages need 1 GiB."""
+    if src.page_size == backing.SIZE_1G:
+        return 1, GiB
+    return 2, (32 if quick else 128) * MiB
+
+
+def backing_unavailable(name):
+    """Why this host cannot back the data region with `name` now: the kernel
+    lacks it, or a hugetlb pool is short and we are not root to reserve."""
+    def why():
+        offer = next(o for o in backing.offers() if o.name == name)
+        if not offer.offered:
+            return f"this host does not offer {name}: {offer.detail}"
+        src = backing.source(name)
+        if src.hugetlb and os.geteuid() != 0:
+            vcpus, per = _backing_size(src, True)
+            need = vcpus * per // src.page_size
+            free = backing.huge_pool(src.page_size).free
+            if free < need:
+                return (f"this host offers {free} free huge pages for {name}, which needs {need}, and reserving "
+                        f"them needs root ({offer.detail})")
+        return None
+    return why
+
+
+def backing_source(name):
+    """dirty_log_perf_test's passes (kvmharness perf) on memory from `name`,
+    2 vCPUs over 4 memslots: every harvest equal to replay.  hugetlb pages
+    are reserved for the check (root) and the pool put back after it."""
+    def run(quick):
+        src = backing.source(name)
+        vcpus, per = _backing_size(src, quick)
+        one_gib = src.page_size == backing.SIZE_1G
+        with contextlib.ExitStack() as stack:
+            if src.hugetlb and backing.huge_pool(src.page_size).free < vcpus * per // src.page_size:
+                stack.enter_context(backing.reserve_huge_pages(src.page_size, vcpus * per // src.page_size))
+            result = run_perf(PerfConfig(vcpus=vcpus, vcpu_bytes=per, iterations=2, random_access=True,
+                                         write_percent=2 if one_gib else 50, backing=name, slots=BACKING_SLOTS))
+        for it in result.iterations:
+            if not it.exact:
+                raise CheckFailed(f"iteration {it.number}: {it.harvested_pages} pages harvested, replay says "
+                                  f"{it.expected_pages} ({it.missing} missing, {it.extra} extra)")
+        return (f"{vcpus} vCPU x {per >> 20} MiB over {BACKING_SLOTS} memslots: "
+                + ", ".join(f"{it.harvested_pages}" for it in result.iterations) + " pages harvested = replay")
+    return run
+
+
 CHECKS = (
     Check("dirty-bitmap", "KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG windows count exactly the pages written",
           ((MANUAL, 1),), bitmap(True)),
@@ -211,4 +268,8 @@ CHECKS = (
           two_vcpus),
     Check("live-migration", "a loopback live migration with all RAM verified against replay", (),
           live_migration),
+) + tuple(
+    Check(f"backing-{name}", f"guest RAM from {name}, over {BACKING_SLOTS} memslots, is tracked exactly",
+          ((MANUAL, 1),), backing_source(name), unavailable=backing_unavailable(name))
+    for name in backing.SOURCES
 )
