@@ -88,27 +88,44 @@ class WindowTruth:
     bracket_seconds: float  # how much longer than calc-time the brackets are
 
 
-def window_truth(guest, measured, ring_size=0):
+def _placements(measured):
+    """counter_at(t) from the readings, and the window starts the brackets allow."""
     times = np.array([t for t, _ in measured.samples])
     counts = np.array([c for _, c in measured.samples], dtype=np.float64)
+    latest = max(measured.sent, measured.done - measured.calc_ms / 1000)
+    return (lambda t: int(round(np.interp(t, times, counts)))), np.linspace(measured.sent, latest, PLACEMENTS)
+
+
+def replayed_curve(guest, measured, windows_ms):
+    """dirty(t) at `windows_ms` from inside one measured window (its middle
+    placement), replayed: ((seconds, pages), ...), pages including the
+    control page as QEMU counts it.  What a QEMU with millisecond windows
+    would report (its bitmap mode is exact), under the same dirty logging."""
+    counter_at, starts = _placements(measured)
+    t0 = starts[PLACEMENTS // 2]
+    return tuple((ms / 1000, replay.unique_pages(guest.logs[0], guest.slot_pages, counter_at(t0),
+                                                 counter_at(t0 + ms / 1000)) + CONTROL_PAGES)
+                 for ms in windows_ms if ms <= measured.calc_ms)
+
+
+def window_truth(guest, measured, ring_size=0):
+    """The truth of one QEMU measurement (the module docstring says what it
+    is); `ring_size` entries per vCPU when the QEMU has a dirty ring."""
+    counter_at, starts = _placements(measured)
     seconds = measured.calc_ms / 1000
-    latest = max(measured.sent, measured.done - seconds)
-    starts = np.linspace(measured.sent, latest, PLACEMENTS)
     log, npages = guest.logs[0], guest.slot_pages
     pages, entries = [], []
     for t in starts:
-        lo, hi = (int(round(np.interp(x, times, counts))) for x in (t, t + seconds))
+        lo, hi = counter_at(t), counter_at(t + seconds)
         pages.append(replay.unique_pages(log, npages, lo, hi) + CONTROL_PAGES)
         if ring_size:
             written = np.concatenate([p for _, p in log.chunks(lo, hi)] or [np.zeros(0, np.uint64)])
-            per_write = seconds / max(hi - lo, 1)
             for phase in REAPER_PHASES:
-                resets = [round((k + phase) * REAPER_PERIOD / per_write) for k in range(math.ceil(seconds) + 1)]
+                resets = [counter_at(t + (k + phase) * REAPER_PERIOD) - lo for k in range(math.ceil(seconds) + 1)]
                 entries.append(ring_entries(written, ring_size - KVM_DIRTY_RING_RSVD_ENTRIES, resets)
                                + CONTROL_PAGES)
     mid = PLACEMENTS // 2
-    lo_c = int(round(np.interp(starts[mid], times, counts)))
-    hi_c = int(round(np.interp(starts[mid] + seconds, times, counts)))
+    lo_c, hi_c = counter_at(starts[mid]), counter_at(starts[mid] + seconds)
     return WindowTruth((min(pages), pages[mid], max(pages)), (min(entries), max(entries)) if entries else None,
                        hi_c - lo_c, measured.done - measured.sent - seconds)
 
