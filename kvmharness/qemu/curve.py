@@ -37,6 +37,7 @@ class QmpTarget:
     mode: str  # the mode dirty(t) was measured in
     windows_ms: tuple
     notes: tuple  # what limits the prediction, in words
+    answers: tuple = ()  # the QemuDirtyRate of each window
 
 
 def windows_for(support, downtimes, npages, slowest_link):
@@ -47,38 +48,48 @@ def windows_for(support, downtimes, npages, slowest_link):
     return tuple(seconds)
 
 
-def _measure(client, support, mode, windows):
-    points = []
+def measure_points(client, support, mode, windows, counter=None):
+    """dirty(t) at `windows` (ms), one calc-dirty-rate each: ((seconds,
+    pages), ...) and the QemuDirtyRate answers (with the guest's counter
+    readings where `counter` is given)."""
+    points, answers = [], []
     for ms in windows:
-        m = calc_dirty_rate(client, support, ms, mode)
+        m = calc_dirty_rate(client, support, ms, mode, counter=counter)
         points.append((ms / 1000, m.dirty_rate * MIB / PAGE_SIZE * ms / 1000))
-    return points
+        answers.append(m)
+    return tuple(points), tuple(answers)
 
 
 def predict_over_qmp(address, links, downtimes, mode, max_iterations):
     """(QmpTarget, CurveMeasurement, {(link, downtime): Verdict})."""
     with QmpClient(address) as client:
-        support = calc_support(client)
-        ram = int(client.execute("query-memory-size-summary").get("base-memory", 0))
-        if ram <= 0:
-            raise UsageError(f"QMP at {address} reports no guest memory")
-        vcpus = max(1, len(client.execute("query-cpus-fast")))
-        npages = ram // PAGE_SIZE
-        windows = windows_for(support, downtimes, npages, min(links, key=lambda link: link.goodput))
-        notes = [f"windows measured: {', '.join(f'{w} ms' for w in windows)} ({support.windows_note()}, "
-                 f"known from {support.source})"]
-        if mode not in support.modes:
-            raise UsageError(f"this QEMU offers {', '.join(support.modes)}, not {mode}")
-        t0 = time.perf_counter()
-        try:
-            points = _measure(client, support, mode, windows)
-        except QmpError as e:
-            if mode != "dirty-bitmap" or "page-sampling" not in support.modes:
-                raise
-            notes.append(f"dirty-bitmap refused ({e}): measured with page-sampling, an estimate")
-            mode = "page-sampling"
-            points = _measure(client, support, mode, windows)
-        seconds = time.perf_counter() - t0
+        return predict_with(client, address, links, downtimes, mode, max_iterations)
+
+
+def predict_with(client, address, links, downtimes, mode, max_iterations, counter=None):
+    """predict_over_qmp on an open session; with `counter`, the guest's
+    counter is read during each window (QmpTarget.answers keeps them)."""
+    support = calc_support(client)
+    ram = int(client.execute("query-memory-size-summary").get("base-memory", 0))
+    if ram <= 0:
+        raise UsageError(f"QMP at {address} reports no guest memory")
+    vcpus = max(1, len(client.execute("query-cpus-fast")))
+    npages = ram // PAGE_SIZE
+    windows = windows_for(support, downtimes, npages, min(links, key=lambda link: link.goodput))
+    notes = [f"windows measured: {', '.join(f'{w} ms' for w in windows)} ({support.windows_note()}, "
+             f"known from {support.source})"]
+    if mode not in support.modes:
+        raise UsageError(f"this QEMU offers {', '.join(support.modes)}, not {mode}")
+    t0 = time.perf_counter()
+    try:
+        points, answers = measure_points(client, support, mode, windows, counter)
+    except QmpError as e:
+        if mode != "dirty-bitmap" or "page-sampling" not in support.modes:
+            raise
+        notes.append(f"dirty-bitmap refused ({e}): measured with page-sampling, an estimate")
+        mode = "page-sampling"
+        points, answers = measure_points(client, support, mode, windows, counter)
+    seconds = time.perf_counter() - t0
     short = [d for d in downtimes if math.isfinite(d) and d * 1000 < windows[0]]
     if short:
         notes.append(f"no window shorter than {windows[0]} ms: dirty({', '.join(f'{d * 1e3:g} ms' for d in short)}) "
@@ -90,4 +101,5 @@ def predict_over_qmp(address, links, downtimes, mode, max_iterations):
     curve = DirtyCurve(tuple(sorted(points)), npages)
     measured = CurveMeasurement(curve, 0.0, seconds)
     verdicts = {(link, d): verdict(curve, link, d, max_iterations) for link in links for d in downtimes}
-    return QmpTarget(address, support.version, ram, vcpus, support, mode, windows, tuple(notes)), measured, verdicts
+    target = QmpTarget(address, support.version, ram, vcpus, support, mode, windows, tuple(notes), answers)
+    return target, measured, verdicts
