@@ -15,10 +15,19 @@
  *          vCPU's control block (guest/layout.h).  Other registers: any.
  *          Position independent: only relative jumps, absolute addresses
  *          come from layout.h.
- * Control: the host writes parameters, then bumps KVMH_CTL_GEN.  The guest
- *          rereads everything when GEN changes, then stores COUNTER in
- *          SEEN_COUNTER and GEN in SEEN_GEN (so the host knows the exact
- *          write at which new parameters took effect).
+ * Control: a seqlock.  The host makes GEN odd, writes parameters, makes
+ *          GEN even again.  The guest rereads everything when GEN changes
+ *          (waiting while it is odd), then stores COUNTER in SEEN_COUNTER
+ *          and GEN in SEEN_GEN (so the host knows the exact write at which
+ *          new parameters took effect).  An access that uses options read
+ *          from the control block checks GEN after reading them and before
+ *          touching RAM: since the host's odd GEN store precedes its
+ *          parameter stores (x86 keeps stores in order, and loads too), an
+ *          unchanged GEN proves the options read were that GEN's.  Without
+ *          this, a guest spinning in CMD_HOLD could read the new CMD with
+ *          the old GEN and make its first access under the new options
+ *          while the host attributed it to the old ones (seen under QEMU,
+ *          whose held guest spins instead of exiting).
  *          CMD_HOLD: the guest rings EVENT_HELD (the host re-enters KVM_RUN
  *          when the command changes); CMD_RUN: write; CMD_EXIT: ring
  *          EVENT_EXITED forever.
@@ -104,6 +113,8 @@ warm_loop:
 
 reload:
         movq    KVMH_CTL_GEN(%rdi), %r12
+        testq   $1, %r12                        /* odd: the host is changing the options */
+        jnz     reload
         movq    KVMH_CTL_COUNTER(%rdi), %rax
         movq    %rax, KVMH_CTL_SEEN_COUNTER(%rdi)
         movq    %r12, KVMH_CTL_SEEN_GEN(%rdi)
@@ -152,21 +163,32 @@ start_run:
         addq    KVMH_CTL_BURST_ON(%rdi), %rax
         movq    %rax, KVMH_CTL_BURST_NEXT(%rdi)
         movq    $KVMH_STATE_RUNNING, KVMH_CTL_STATE(%rdi)
+        /* choose the loop (-> %rcx), then check that GEN has not moved
+         * since reload: every option read above then belongs to GEN %r12
+         * (see "Control"), and the first access is attributed right */
+        leaq    general(%rip), %rcx
         cmpq    $0, KVMH_CTL_BURST_ON(%rdi)
-        jne     general
+        jne     1f
         cmpq    $0, KVMH_CTL_READ_THRESHOLD(%rdi)
-        jne     general
+        jne     1f
         cmpq    $KVMH_PATTERN_TABLE, KVMH_CTL_PATTERN(%rdi)
-        je      general
+        je      1f
         cmpq    $KVMH_PATTERN_SEQUENTIAL, KVMH_CTL_PATTERN(%rdi)
-        je      start_sequential
+        jne     2f
+        leaq    sequential_fast(%rip), %rcx
         cmpq    $0, KVMH_CTL_WPS(%rdi)
-        je      random_fast
-        jmp     random_paced
-start_sequential:
+        je      1f
+        leaq    sequential_paced(%rip), %rcx
+        jmp     1f
+2:
+        leaq    random_fast(%rip), %rcx
         cmpq    $0, KVMH_CTL_WPS(%rdi)
-        je      sequential_fast
-        jmp     sequential_paced
+        je      1f
+        leaq    random_paced(%rip), %rcx
+1:
+        cmpq    KVMH_CTL_GEN(%rdi), %r12
+        jne     reload
+        jmp     *%rcx
 
 /* %rax = SplitMix64-mix(%rax); clobbers %rcx */
 .macro MIX
@@ -324,7 +346,6 @@ general:
         PICK_SEQUENTIAL
 7:
         shlq    $KVMH_PAGE_SHIFT, %rdx
-        incq    %r8
         cmpq    $0, KVMH_CTL_READ_THRESHOLD(%rdi)
         je      8f
         movabsq $KVMH_WRITE_SALT, %rax
@@ -333,17 +354,23 @@ general:
         movl    %eax, %eax
         cmpq    KVMH_CTL_READ_THRESHOLD(%rdi), %rax
         jae     8f
+        /* this access read its options from the control block: they are
+         * GEN %r12's only if GEN is still %r12 now, before it touches RAM */
+        cmpq    KVMH_CTL_GEN(%rdi), %r12
+        jne     reload
+        incq    %r8
         movq    (%r9,%rdx), %rax
         incq    KVMH_CTL_READS(%rdi)
         jmp     9f
 8:
+        cmpq    KVMH_CTL_GEN(%rdi), %r12
+        jne     reload
+        incq    %r8
         movq    %r8, (%r9,%rdx)
 9:
         movq    %r8, KVMH_CTL_COUNTER(%rdi)
         cmpq    KVMH_CTL_LIMIT(%rdi), %r8
         je      limit_reached
-        cmpq    KVMH_CTL_GEN(%rdi), %r12
-        jne     reload
         jmp     general
 
 /* The run made its LIMIT accesses: stamp the time, report DONE, and stay

@@ -67,7 +67,12 @@ def test_qemu_guest_ram_equals_replay_for_every_pattern_and_the_tags_prove_repla
     with QemuGuest(64 * MIB, seed=11) as g:
         assert g.wait_ready() > 0  # the warm-up ran: every region page holds the warm tag
         assert tag_mismatches(g) == (0, 0)
-        for pattern, wps in (("random", 200_000), ("sequential", 0), ("hotcold:0.1:0.9", 300_000)):
+        # the hot-set pattern first, from access 0: a held QEMU guest spins on
+        # its control block, and before the seqlock (writer.S, "Control") it
+        # could take up the new options with the old GEN: its first access
+        # then went unaccounted (a cold page left with the warm tag)
+        for pattern, wps in (("hotcold:0.02:0.98", 300_000), ("random", 200_000), ("sequential", 0),
+                             ("hotcold:0.1:0.9", 300_000)):
             start = g.counters()[0]
             g.run_writer(wps, pattern)
             time.sleep(0.4)

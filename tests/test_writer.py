@@ -167,3 +167,20 @@ def test_warmup_touches_every_page_and_is_reported():
         assert np.all(vm.page_tags() == guest.WARM_TAG)
         assert vm.counters() == [0]
     assert 0 < warm < 10
+
+
+def test_options_changed_while_the_writer_runs_are_attributed_to_the_exact_access():
+    """The control block is a seqlock (guest/writer.S, "Control"): options
+    changed under a writer running flat out, hundreds of times (pattern,
+    table, read share), must each take effect at the access the guest
+    reports, or replay and RAM part.  Before the seqlock, a guest could read
+    new options with the old GEN and make one access the host attributed to
+    the old ones."""
+    shapes = ["hotcold:0.02:0.98", "random", "zipf:1.1", "sequential", "hotcold:0.2:0.8"]
+    with running_vm(mem=64 * MiB, seed=77) as vm:
+        vm.run_writer(0, "random")
+        for k in range(300):
+            vm.set_writer(pattern=shapes[k % len(shapes)], write_percent=(100, 60)[k % 2])
+        vm.hold()
+        assert len(vm.logs[0].segments) > 250
+        _assert_tags_match_replay(vm)

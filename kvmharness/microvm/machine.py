@@ -40,7 +40,7 @@ from .page_hash import hash_pages
 from .replay import WriterLog, WriterStream, splitmix64
 from .vcpu_thread import VcpuThread, install_kick_handler
 from .workload import table_seed, vcpu_region
-from .writer import WriterControl
+from .writer import WriterControl, WriterHost
 
 CONTROL_SLOT, TABLE_SLOT, FIRST_DATA_SLOT = 0, 1, 2
 MIN_DATA = 64 << 20
@@ -113,7 +113,7 @@ def check_vcpu_count(kvm, vcpus):
         raise UsageError(f"{vcpus} vCPUs asked, but kvmharness supports at most {guest.MAX_VCPUS}")
 
 
-class MicroVm:
+class MicroVm(WriterHost):
     """Owns every fd, mapping and thread of one VM; close() (or `with`)
     releases them in reverse order of creation."""
 
@@ -292,34 +292,6 @@ class MicroVm:
         stuck = [t.name for t in self.threads if not t.stop()]
         if stuck:
             raise HarnessError(f"vCPU threads did not stop: {', '.join(stuck)}")
-
-    # ---- the writer (microvm/writer.py), for the callers that drive it ------
-    def run_writer(self, wps=0, pattern=None, vcpu=None, **options):
-        """Write at `wps` accesses/s per vCPU (0: unlimited); options as
-        WriterControl.set: write_percent, burst, shared_region."""
-        self.writer.run(wps, pattern, vcpu, **options)
-
-    def set_writer(self, *, wps=None, pattern=None, vcpu=None, **options):
-        self.writer.set(wps=wps, pattern=pattern, vcpu=vcpu, **options)
-
-    def hold(self, vcpu=None):
-        self.writer.hold(vcpu)
-
-    def counters(self):
-        return self.writer.counters()
-
-    def counter_total(self):
-        return sum(self.writer.counters())
-
-    def schedules(self):
-        return self.writer.schedules()
-
-    def snapshot(self):
-        return self.writer.snapshot()
-
-    @property
-    def logs(self):
-        return self.writer.logs
 
     def check(self):
         """Raise the first fault any vCPU thread has met, or that one has

@@ -1,12 +1,13 @@
 """The writer's control-block protocol, seen from the host, and the ground
 truth it keeps.
 
-Each vCPU's control block (guest/layout.h) is shared memory: the host writes
-parameters, bumps GEN and waits until the guest echoes it in SEEN_GEN; the
-guest publishes its write counter, its state and what its pacing gave up,
-all read without an exit.  Aligned 8-byte loads and stores are atomic on
-x86 and TSO keeps each side's stores in order, so no lock is needed across
-the boundary.  Every parameter change is logged with the exact counter at
+Each vCPU's control block (guest/layout.h) is shared memory: the host makes
+GEN odd, writes parameters, makes GEN even and waits until the guest echoes
+it in SEEN_GEN (a seqlock: guest/writer.S, "Control", says why the guest
+needs the odd phase); the guest publishes its write counter, its state and
+what its pacing gave up, all read without an exit.  Aligned 8-byte loads
+and stores are atomic on x86 and TSO keeps each side's stores in order, so
+no lock is needed across the boundary.  Every parameter change is logged with the exact counter at
 which the guest took it up (SEEN_COUNTER), so replay stays exact.
 """
 
@@ -192,6 +193,7 @@ class WriterControl:
         with self.cond:
             for k in ids:
                 ctl, stream, last = self.controls[k], streams[k], self._logs[k].current
+                ctl.gen += 1  # odd: the guest waits until the options below are all written (writer.S, "Control")
                 if wps is not None:
                     guest.set_pace(ctl, wps, self.tsc_hz, CATCH_UP_SECONDS)
                 if burst is not None:
@@ -210,7 +212,7 @@ class WriterControl:
                     ctl.cmd = cmd
                 if cmd == guest.CMD_RUN:
                     ctl.limit = ctl.counter + accesses if accesses else 0
-                ctl.gen += 1
+                ctl.gen += 1  # even: a new generation of options
             self.cond.notify_all()
         self.wait(lambda c: c.seen_gen == c.gen, ACK_TIMEOUT, "take up the new command", ids)
         for k in ids:
@@ -292,6 +294,39 @@ class WriterControl:
     def warm_seconds(self):
         """The slowest vCPU's warm-up pass, from the guest's TSC stamps."""
         return max((c.warm_end - c.warm_begin) for c in self.controls) / self.tsc_hz
+
+
+class WriterHost:
+    """The writer's API on a machine that holds a WriterControl as `writer`:
+    our MicroVm, and QEMU's guest (qemu/guest.py), so that truth.py, the
+    measurements and the tests drive either the same way."""
+
+    def run_writer(self, wps=0, pattern=None, vcpu=None, **options):
+        """Write at `wps` accesses/s per vCPU (0: unlimited); options as
+        WriterControl.set: write_percent, burst, shared_region."""
+        self.writer.run(wps, pattern, vcpu, **options)
+
+    def set_writer(self, *, wps=None, pattern=None, vcpu=None, **options):
+        self.writer.set(wps=wps, pattern=pattern, vcpu=vcpu, **options)
+
+    def hold(self, vcpu=None):
+        self.writer.hold(vcpu)
+
+    def counters(self):
+        return self.writer.counters()
+
+    def counter_total(self):
+        return sum(self.writer.counters())
+
+    def schedules(self):
+        return self.writer.schedules()
+
+    def snapshot(self):
+        return self.writer.snapshot()
+
+    @property
+    def logs(self):
+        return self.writer.logs
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from ..kvm.memory import Mapping, format_bytes
 from ..microvm import guest as writer_guest
 from ..microvm.replay import WriterLog, WriterStream
 from ..microvm.workload import table_seed
-from ..microvm.writer import WriterControl
+from ..microvm.writer import WriterControl, WriterHost
 from . import launch
 
 SIZE_2M = 2 << 20
@@ -98,7 +98,7 @@ def ram_file(size):
             os.unlink(path)
 
 
-class QemuGuest:
+class QemuGuest(WriterHost):
     """QEMU running our writer over `mem` bytes, one vCPU.  The WriterControl
     API of MicroVm (run_writer, hold, counters, snapshot, logs, page_tags)
     so that truth.py and the replay work on it unchanged.
@@ -181,29 +181,13 @@ class QemuGuest:
     def check(self):
         self.qemu.check()
 
-    # ---- the writer: MicroVm's API -------------------------------------------------------------
-    def run_writer(self, wps=0, pattern=None, **options):
-        self.writer.run(wps, pattern, **options)
-
-    def set_writer(self, **options):
-        self.writer.set(**options)
-
-    def hold(self):
-        self.writer.hold()
-
-    def counters(self):
-        return self.writer.counters()
-
-    def snapshot(self):
-        return self.writer.snapshot()
-
-    @property
-    def logs(self):
-        return self.writer.logs
-
-    def adopt(self, logs):
+    # ---- the writer: MicroVm's API comes from WriterHost ----------------------------------------
+    def adopt(self, logs, timeout=30.0):
         """A migration destination takes the source's writer logs (the
-        control block came with the RAM)."""
+        control block came with the RAM), once QEMU runs the guest: until
+        then the incoming stream may still overwrite the control block, and
+        a command written there would be lost."""
+        self.qmp.wait_for("query-status", lambda s: s.get("status") == "running", timeout, interval=0.02)
         self.writer.adopt_logs(logs)
         self.writer.load_tables()
 
