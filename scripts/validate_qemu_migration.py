@@ -137,10 +137,17 @@ def error(pred, real):
     return (pred["total-s"] - real["total-s"]) / real["total-s"]
 
 
+def dirty_at_downtime(r, key):
+    """dirty(downtime) on a result's curve, pages: what the seed's rule sends."""
+    npages = (r["mem-mib"] << 20) // PAGE_SIZE
+    return DirtyCurve(tuple(tuple(p) for p in r[key]["curve"]), npages).at(r["downtime-ms"] / 1000)
+
+
 def table(results):
     lines = ["| region | writes/s | pattern | link | downtime | QEMU: converged, total, downtime, syncs | "
-             "whole-second windows: verdict, total (error) | ms (replayed): verdict, total (error) | dest RAM |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "whole-second windows: verdict, total (error) | ms (replayed): verdict, total (error) | "
+             "dirty(downtime) pages: whole-s line / ms | dest RAM |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         q = r["qemu"]
         real = (f"yes, {q['total-s']:.1f} s, {q['downtime-ms']} ms, {q['dirty-sync-count']}" if q["converged"]
@@ -153,8 +160,10 @@ def table(results):
             cells.append(f"{'converges' if p['converges'] else 'no'} ({right})"
                          + (f", {p['total-s']:.1f} s ({e * 100:+.0f} %)" if e is not None else ""))
         exact = {True: "exact", False: "MISMATCH", None: "-"}[r["destination-ram-exact"]]
+        line_s, ms_pages = dirty_at_downtime(r, "whole-seconds"), dirty_at_downtime(r, "ms-replayed")
         lines.append(f"| {r['mem-mib']} MiB | {r['wps'] // 1000}k | {r['pattern']} | {r['link-bps'] // 10**6} Mbit/s "
-                     f"| {r['downtime-ms']:.0f} ms | {real} | {cells[0]} | {cells[1]} | {exact} |")
+                     f"| {r['downtime-ms']:.0f} ms | {real} | {cells[0]} | {cells[1]} | "
+                     f"{line_s:.0f} / {ms_pages:.0f} ({ms_pages / line_s:.2f}x) | {exact} |")
     return "\n".join(lines)
 
 
@@ -173,12 +182,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/results/qemu")
     ap.add_argument("--only", type=int, nargs="*", help="scenario numbers (0-based) to run")
+    ap.add_argument("--table-only", action="store_true", help="rewrite README.md from --out's migration.json")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    results = json.loads((out / "migration.json").read_text())["results"] if args.table_only else []
     for n, scenario in enumerate(SCENARIOS):
-        if args.only is not None and n not in args.only:
+        if args.table_only or (args.only is not None and n not in args.only):
             continue
         t0 = time.monotonic()
         r = run(*scenario, PORT + n)
