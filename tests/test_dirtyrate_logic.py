@@ -145,7 +145,8 @@ def test_ring_harvest_stops_at_the_first_clean_entry_and_resets_what_it_took():
     fetch = ffi.new("uint32_t *", 0)
     bitmap = np.zeros(2, dtype=np.uint64)
     counts = ffi.new("uint64_t[2]")
-    n = lib.kvmh_ring_harvest(ring, 8, fetch, 1, ffi.cast("uint64_t *", bitmap.ctypes.data), 128,
+    bounds = ffi.new("uint64_t[]", [0, 128])  # one data slot (id 1) of 128 pages
+    n = lib.kvmh_ring_harvest(ring, 8, fetch, 1, 1, bounds, ffi.cast("uint64_t *", bitmap.ctypes.data),
                               counts, counts + 1)
     assert n == 5 and fetch[0] == 5
     assert counts[0] == 3  # pages 5, 9, 70: page 5 twice
@@ -160,7 +161,8 @@ def test_ring_harvest_wraps_around():
     for i in (2, 3, 0):
         ring[i].flags, ring[i].slot, ring[i].offset = 1, 1, i
     counts = ffi.new("uint64_t[2]")
-    assert lib.kvmh_ring_harvest(ring, 4, fetch, 1, ffi.NULL, 64, counts, counts + 1) == 3
+    bounds = ffi.new("uint64_t[]", [0, 64])
+    assert lib.kvmh_ring_harvest(ring, 4, fetch, 1, 1, bounds, ffi.NULL, counts, counts + 1) == 3
     assert fetch[0] == 9 and ring[1].flags == 0
 
 

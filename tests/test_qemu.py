@@ -228,7 +228,8 @@ def test_predict_over_qmp_against_our_server_uses_milliseconds(tmp_path):
     assert qmp["windows-ms"][0] == 50 and 300 in qmp["windows-ms"]
     assert not any("no window shorter" in n for n in qmp["notes"])
     t300 = dict((t, p) for t, p in result["curve"])[300]
-    assert result["seed-verdict"]["dirty-bytes"] == pytest.approx(t300 * 4096, rel=1e-6)
+    # the seed's rule sent exactly the 300 ms point (the JSON rounds it to whole pages)
+    assert result["seed-verdict"]["dirty-bytes"] == pytest.approx(t300 * 4096, abs=2048)
 
 
 def test_predict_over_qmp_refuses_what_is_not_qmp(tmp_path):
