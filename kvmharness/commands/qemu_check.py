@@ -23,7 +23,7 @@ def main(args):
                      calc_ms=tuple(round(s * 1000) for s in args.calc_times), dirty_ring_size=args.dirty_ring_size,
                      seed=args.seed, repeat=args.repeat, ours=args.ours, qemu=args.qemu)
     report = run_check(plan)
-    version = ".".join(map(str, report.qemu_version)) if report.qemu_version else "unknown"
+    version = ".".join(map(str, report.support.version)) if report.support.version else "unknown"
     if args.json:
         print(json.dumps({"qemu-version": version, "windows": report.support.windows_note(),
                           "capabilities-from": report.support.source, "mem": args.mem, "wps": args.wps,

@@ -66,9 +66,8 @@ def ring_entries(pages, soft_limit, resets=()):
                 if len(uniq) >= soft_limit or pos + span >= end:
                     break
                 span = min(end - pos, 2 * span)
-            if len(uniq) < soft_limit:
+            if len(uniq) < soft_limit:  # the ring does not fill before `end`
                 total += len(uniq)
-                pos = end
                 break
             first.sort()
             total += soft_limit
@@ -232,8 +231,7 @@ def _our_rates(plan, mode):
 @dataclass(frozen=True)
 class CheckReport:
     plan: CheckPlan
-    support: object  # CalcSupport
-    qemu_version: tuple | None
+    support: object  # CalcSupport (its version: QEMU's)
     rows: tuple  # QemuRow
     ram_exact: bool  # the QEMU guest's RAM equals replay, page for page, at the end
     seconds: float
@@ -259,4 +257,4 @@ def run_check(plan):
         k = seen[(mode, ms)] = seen.get((mode, ms), -1) + 1
         mine = ours.get(mode, {}).get(ms, [])
         rows.append(QemuRow(mode, ms, rate, truth, *(mine[k] if k < len(mine) else (None, None, None))))
-    return CheckReport(plan, supports[0], supports[0].version, tuple(rows), ram_exact, time.perf_counter() - t0)
+    return CheckReport(plan, supports[0], tuple(rows), ram_exact, time.perf_counter() - t0)
