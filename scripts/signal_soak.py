@@ -3,15 +3,16 @@
 random delay, and check how it ended, many times over.
 
 Commands: run, calc-dirty-rate in each mode, qmp under load (three clients
-pipelining query-status), predict, and both ends of a migration over
-loopback (the signal goes to one end).  A run passes if the signalled
+pipelining query-status), predict, both ends of a migration over loopback
+(the signal goes to one end), and qemu-check (no QEMU, RAM file or work
+directory of ours may outlive it).  A run passes if the signalled
 command exited 0 (it finished first) or 128 + the signal, printed no
 traceback, crashed nothing (no negative status) and left no socket behind;
 the other end of a migration must exit 0 or 1 with a one-line error, or,
 for a listener whose source died before it connected or authenticated, go
 on listening (it is then stopped with SIGTERM and must exit 143).
 
-Usage: scripts/signal_soak.py [--runs 100] [--seed 1] [--min 0.1] [--max 3]
+Usage: scripts/signal_soak.py [--runs 100] [--seed 1] [--min 0.1] [--max 3] [--only NAME ...]
 """
 
 import argparse
@@ -65,15 +66,32 @@ SCENARIOS = {
                                    "--bandwidth", "1Gbit/s"]],
     "migrate": lambda tmp, port: [["migrate-listen", "--port", str(port), "--run-after", "1s"],
                                   ["migrate", "--to", f"127.0.0.1:{port}", *VM[:2], "--wps", "20k"]],
+    "qemu-check": lambda tmp, port: [["qemu-check", "--mem", "64MiB", "--wps", "300k", "--calc-times", "1s",
+                                      "--modes", "dirty-bitmap,dirty-ring", "--dirty-ring-size", "4096"]],
 }
+# qemu-check boots QEMU (~4 s here) before it measures: its signals are
+# spread over 4x the delay range, so that they land in boot, QEMU's
+# measurement and our own VM's alike
+DELAY_SCALE = {"qemu-check": 4.0}
+
+
+def qemu_leftovers():
+    """QEMU RAM files, QEMU work directories and QEMU processes running our image."""
+    import glob
+
+    files = set(glob.glob("/dev/shm/kvmh-qemu-*")) | set(glob.glob(os.path.join(tempfile.gettempdir(),
+                                                                                  "kvmh-qemu-*")))
+    procs = subprocess.run(["pgrep", "-f", "kvmharness-writer.elf"], capture_output=True, text=True).stdout.split()
+    return files | {f"qemu pid {p}" for p in procs}
 
 
 def one(i, rng, args, tmp):
-    name = rng.choice(sorted(SCENARIOS))
+    name = rng.choice(sorted(args.only or SCENARIOS))
     signo = rng.choice(SIGNALS)
-    delay = rng.uniform(args.min, args.max)
+    delay = rng.uniform(args.min, args.max) * DELAY_SCALE.get(name, 1.0)
     port = 20000 + i % 20000
     commands = SCENARIOS[name](tmp, port)
+    qemu_before = qemu_leftovers()
     procs = []
     stop = threading.Event()
     loader = None
@@ -114,6 +132,9 @@ def one(i, rng, args, tmp):
             problems.append(f"exit {p.returncode}")
         if "Traceback" in err:
             problems.append("traceback")
+    stray = qemu_leftovers() - qemu_before
+    if stray:
+        problems.append(f"QEMU left behind: {sorted(stray)}")
     leftovers = os.listdir(tmp)
     if leftovers:
         problems.append(f"left behind: {leftovers}")
@@ -128,6 +149,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--min", type=float, default=0.1)
     ap.add_argument("--max", type=float, default=3.0)
+    ap.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="draw from these scenarios only")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     tmp = tempfile.mkdtemp(prefix="kvmh-soak-")
