@@ -335,7 +335,9 @@ def build_parser():
     # issue 17: the host self-test, and bench results of several hosts side by side
     p = sub.add_parser("qemu-check", help="boot our writer in QEMU and check QEMU's calc-dirty-rate against "
                                           "exact ground truth (and against kvmharness on its own VM)")
-    p.add_argument("--qemu", metavar="PATH", help="the QEMU binary (default: qemu-system-x86_64 on PATH)")
+    p.add_argument("--qemu", metavar="PATH",
+                   help="the QEMU binary (default: the newest QEMU found: on PATH, or unpacked by scripts/setup.sh "
+                        "into .venv/qemu; `probe` lists them)")
     p.add_argument("--mem", type=_arg(units.parse_size), default=units.parse_size("1GiB"),
                    help="the writer's region in the QEMU guest, e.g. 1GiB, 4GiB (default 1GiB)")
     p.add_argument("--wps", type=_arg(units.parse_rate), default=units.parse_rate("3M"),

@@ -14,6 +14,9 @@ for anyone's tests of KVM dirty tracking.
   measures one window as calc-dirty-rate would, fails the test if an exact
   mode's count disagrees with replay, and returns (DirtyRateResult,
   WindowCheck) (kvmharness.dirtyrate.verify);
+* fixture `qemu_target`: each kind of QEMU in turn (whole-second windows,
+  before 8.2; millisecond windows, 8.2+), a kvmharness.qemu.launch.Qemu to
+  pass as QemuGuest(qemu=...) or its `.binary` as `--qemu`;
 * `cli` fixture / `run_cli(*args)`: the installed `kvmharness` command, run
   as a user would; `default_sigint` to start one a test will signal;
 * `replayed(vm, edges)`: what an exact tracker must have counted in a
@@ -62,11 +65,44 @@ def kvm_missing(device=KVM_DEVICE):
 
 def qemu_missing():
     """Why QEMU cannot be used here, or None."""
-    import shutil
+    from kvmharness.qemu.launch import find_qemus
 
-    if shutil.which("qemu-system-x86_64"):
+    if find_qemus():
         return None
-    return "QEMU is not installed (scripts/setup.sh installs Debian's qemu-system-x86, as root)"
+    return "QEMU is not installed (scripts/setup.sh installs Debian's qemu-system-x86 and bookworm-backports')"
+
+
+# The two kinds of QEMU our users run, which a `qemu_target` test runs against in turn: one whose
+# calc-dirty-rate takes whole seconds only (before 8.2; Debian 12's 7.2), and one with the seed's
+# millisecond windows (8.2+; bookworm-backports' 10.0).  The newest found of each kind.
+QEMU_KINDS = {
+    "whole-seconds": (lambda q: not q.millisecond,
+                      "no QEMU older than 8.2 (whole-second windows) found: Debian's qemu-system-x86 on "
+                      "bookworm, which scripts/setup.sh installs as root"),
+    "millisecond": (lambda q: q.millisecond,
+                    "no QEMU 8.2+ (millisecond windows) found: scripts/setup.sh unpacks bookworm-backports' "
+                    "into .venv/qemu"),
+}
+
+
+def qemu_of_kind(kind):
+    """The newest QEMU of `kind` (a QEMU_KINDS key) found here, or None."""
+    from kvmharness.qemu.launch import find_qemus
+
+    wanted, _ = QEMU_KINDS[kind]
+    found = [q for q in find_qemus() if wanted(q)]
+    return found[-1] if found else None
+
+
+@pytest.fixture(params=tuple(QEMU_KINDS), ids=lambda kind: f"qemu-{kind}")
+def qemu_target(request):
+    """A QEMU (kvmharness.qemu.launch.Qemu) of each kind in turn; a kind not
+    found here skips, and fails under CI=true / --require-kvm."""
+    found = qemu_of_kind(request.param)
+    if found is None:
+        why = QEMU_KINDS[request.param][1]
+        (pytest.fail if _required(request.config) else pytest.skip)(f"qemu_target: {why}")
+    return found
 
 
 def pytest_runtest_setup(item):

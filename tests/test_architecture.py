@@ -24,7 +24,7 @@ ALLOWED = {
     "commands": {"qmp", "migration", "convergence", "dirtyrate", "microvm", "kvm", "bench", "probe", "selftest",
                  "perf", "qemu"},
     "cli": {"commands"},
-    "pytest_plugin": {"dirtyrate", "microvm"},
+    "pytest_plugin": {"dirtyrate", "microvm", "qemu"},
 }
 
 

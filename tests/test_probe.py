@@ -25,6 +25,21 @@ def test_probe_json_reports_host_and_calibrations(cli):
     assert cal["guest-to-host-loop"] == pytest.approx(
         cal["loop-writes-per-second"] / cal["host-loop-writes-per-second"], rel=1e-3)
     assert cal["first-write-under-dirty-logging-us"] > 0
+    # every QEMU found, each with what its own --version says and whether it has the seed's windows
+    from kvmharness.qemu.launch import find_qemus, qemu_version
+
+    listed = {q["binary"]: q for q in report["qemu"]}
+    assert set(listed) == {q.binary for q in find_qemus()}
+    for binary, q in listed.items():
+        version = qemu_version(binary)
+        assert q["version"] == ".".join(map(str, version)) and q["millisecond-windows"] == (version >= (8, 2))
+
+
+@pytest.mark.qemu
+def test_probe_lists_each_kind_of_qemu_the_set_up_brings(qemu_target, cli):
+    result = cli("probe", "--json")
+    assert result.returncode == 0, result.stderr
+    assert qemu_target.to_json() in json.loads(result.stdout)["qemu"]
 
 
 def test_run_json_has_total_and_per_vcpu_rates(cli):

@@ -1,5 +1,7 @@
 """QEMU as a target (kvmharness/qemu/): our writer booted by a real QEMU
-(Debian's 7.2 here) with its RAM in a file we map, its truth checked exactly
+(each kind in turn, the `qemu_target` fixture: Debian's 7.2 with
+whole-second windows, bookworm-backports' 10.0 with the seed's millisecond
+windows) with its RAM in a file we map, its truth checked exactly
 against replay and against the guest's own RAM; qemu-check; predict --qmp
 against QEMU (whole-second windows) and against our own QMP server
 (millisecond windows); QEMU's end on every exit path.
@@ -54,7 +56,7 @@ def test_the_image_is_a_multiboot_elf32_with_its_header_in_the_first_8_kib():
 
 # ---- the guest's truth -----------------------------------------------------------------------------------
 
-def test_qemu_guest_ram_equals_replay_for_every_pattern_and_the_tags_prove_replay():
+def test_qemu_guest_ram_equals_replay_for_every_pattern_and_the_tags_prove_replay(qemu_target):
     """Page for page, QEMU's guest RAM is what replay says, across pattern
     changes (the hot-set pattern reads an alias table we wrote into QEMU's
     RAM); and the pages whose tag is newer than a counter are exactly the
@@ -64,7 +66,7 @@ def test_qemu_guest_ram_equals_replay_for_every_pattern_and_the_tags_prove_repla
     from kvmharness.microvm.truth import tag_mismatches
     from kvmharness.qemu.guest import QemuGuest
 
-    with QemuGuest(64 * MIB, seed=11) as g:
+    with QemuGuest(64 * MIB, seed=11, qemu=qemu_target) as g:
         assert g.wait_ready() > 0  # the warm-up ran: every region page holds the warm tag
         assert tag_mismatches(g) == (0, 0)
         # the hot-set pattern first, from access 0: a held QEMU guest spins on
@@ -107,7 +109,7 @@ def test_ring_entries_model_matches_a_brute_force_ring():
         assert ring_entries(pages, limit, resets) == expect
 
 
-def test_window_truth_brackets_hold_the_writes_made_in_a_window_of_calc_time():
+def test_window_truth_brackets_hold_the_writes_made_in_a_window_of_calc_time(qemu_target):
     """QEMU's window lies between our calc-dirty-rate and its answer: the
     counter readings cover that stretch every ~millisecond, and each
     placement's writes are those of calc-time at the guest's pace."""
@@ -115,10 +117,11 @@ def test_window_truth_brackets_hold_the_writes_made_in_a_window_of_calc_time():
     from kvmharness.qemu.dirty_rate import calc_dirty_rate, calc_support
     from kvmharness.qemu.guest import QemuGuest
 
-    with QemuGuest(64 * MIB, seed=5) as g:
+    with QemuGuest(64 * MIB, seed=5, qemu=qemu_target) as g:
         g.wait_ready()
         support = calc_support(g.qmp)
-        assert support.version >= (5, 2, 0) and "dirty-bitmap" in support.modes
+        assert support.version == qemu_target.version and "dirty-bitmap" in support.modes
+        assert support.millisecond == qemu_target.millisecond and support.source == "query-qmp-schema"
         g.run_writer(100_000, "random")
         time.sleep(0.2)
         m = calc_dirty_rate(g.qmp, support, 1000, "dirty-bitmap", counter=lambda: g.counters()[0])
@@ -136,19 +139,20 @@ def test_window_truth_brackets_hold_the_writes_made_in_a_window_of_calc_time():
 
 # ---- qemu-check --------------------------------------------------------------------------------------------
 
-def test_qemu_check_json_every_mode(tmp_path):
-    out = subprocess.run([KVMHARNESS, "qemu-check", "--mem", "64MiB", "--wps", "300k", "--calc-times", "1s",
+def test_qemu_check_json_every_mode(qemu_target):
+    windows = "200ms,1s" if qemu_target.millisecond else "1s"
+    out = subprocess.run([KVMHARNESS, "qemu-check", "--qemu", qemu_target.binary, "--mem", "64MiB", "--wps", "300k", "--calc-times", windows,
                           "--dirty-ring-size", "4096", "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["qemu-ram-exact"] is True
-    assert report["windows"].startswith(("whole-second", "millisecond"))
-    rows = {r["mode"]: r for r in report["rows"]}
+    assert report["qemu-ram-exact"] is True and report["qemu-version"] == qemu_target.version_text
+    assert report["windows"].startswith("millisecond" if qemu_target.millisecond else "whole-second")
+    assert [r["calc-time-ms"] for r in report["rows"]] == [int(w) for w in report["calc-times-ms"]] * 3
+    rows = {r["mode"]: r for r in report["rows"] if r["calc-time-ms"] == 1000}
     assert set(rows) == {"dirty-bitmap", "page-sampling", "dirty-ring"}
-    for r in rows.values():
+    for r in report["rows"]:
         lo, mid, hi = r["truth-pages"]
-        assert 0 < lo <= mid <= hi
-        assert r["calc-time-ms"] == 1000 and r["guest-writes"] > 0
+        assert 0 < lo <= mid <= hi and r["guest-writes"] > 0
         assert r["kvmharness-mb-s"] is not None and r["kvmharness-truth-mb-s"] > 0
     # kvmharness's own exact modes counted within replay's brackets, on its VM
     assert rows["dirty-bitmap"]["kvmharness-exact"] is True and rows["dirty-ring"]["kvmharness-exact"] is True
@@ -167,16 +171,20 @@ def test_qemu_check_errors_are_one_line(tmp_path):
     assert out.returncode == 2 and "50ms..60s" in out.stderr
 
 
-def test_qemu_check_without_millisecond_windows_says_so_in_one_line():
-    from kvmharness.qemu.launch import find_qemu, qemu_version
-
-    if qemu_version(find_qemu()) >= (8, 2, 0):
-        pytest.skip("this QEMU has calc-time-unit: nothing to refuse")  # not ours: a newer QEMU
-    out = subprocess.run([KVMHARNESS, "qemu-check", "--mem", "32MiB", "--calc-times", "500ms", "--no-ours",
-                          "--modes", "dirty-bitmap"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "whole seconds only" in out.stderr and "500 ms is not" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+def test_qemu_check_without_millisecond_windows_says_so_in_one_line(qemu_target):
+    """A whole-seconds QEMU refuses a 500 ms window in one line; one with
+    the seed's windows measures it."""
+    out = subprocess.run([KVMHARNESS, "qemu-check", "--qemu", qemu_target.binary, "--mem", "32MiB",
+                          "--calc-times", "500ms", "--no-ours", "--modes", "dirty-bitmap", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in out.stderr
+    if qemu_target.millisecond:
+        assert out.returncode == 0, out.stderr
+        assert [r["calc-time-ms"] for r in json.loads(out.stdout)["rows"]] == [500]
+    else:
+        assert out.returncode == 2
+        assert "whole seconds only" in out.stderr and "500 ms is not" in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
     assert not _our_ram_files()
 
 
@@ -189,19 +197,22 @@ def _predict(address, *extra):
     return json.loads(out.stdout)
 
 
-def test_predict_over_qmp_against_qemu_uses_whole_seconds_and_says_what_that_costs(tmp_path):
+def test_predict_over_qmp_against_qemu_uses_its_windows_and_says_what_whole_seconds_cost(tmp_path, qemu_target):
     from kvmharness.qemu.guest import QemuGuest
 
     sock = str(tmp_path / "predict.sock")
-    with QemuGuest(64 * MIB, seed=9, extra_qmp=sock) as g:
+    with QemuGuest(64 * MIB, seed=9, extra_qmp=sock, qemu=qemu_target) as g:
         g.wait_ready()
         g.run_writer(50_000, "random")
         before = g.counters()[0]
         result = _predict(sock)
         assert g.counters()[0] > before  # the guest kept running while QEMU measured it
     qmp = result["qmp"]
-    assert qmp["version"].startswith("7.") or qmp["millisecond-windows"]
-    if not qmp["millisecond-windows"]:
+    assert qmp["version"] == qemu_target.version_text and qmp["millisecond-windows"] == qemu_target.millisecond
+    if qemu_target.millisecond:  # QEMU's own millisecond windows, from its shortest
+        assert qmp["windows-ms"][0] == 50 and 300 in qmp["windows-ms"]
+        assert not any("no window shorter" in n for n in qmp["notes"])
+    else:
         assert all(w % 1000 == 0 for w in qmp["windows-ms"])
         assert any("no window shorter than 1000 ms" in n for n in qmp["notes"])
     assert result["mem"] == g.ram_bytes and qmp["vcpus"] == 1
@@ -210,7 +221,10 @@ def test_predict_over_qmp_against_qemu_uses_whole_seconds_and_says_what_that_cos
     # the seed's rule, from the curve as measured: dirty(300 ms) on the line to the first point
     first_ms, first_pages = points[0]
     dirty = result["seed-verdict"]["dirty-bytes"]
-    assert dirty == pytest.approx(first_pages * 4096 * min(300 / first_ms, 1), rel=0.01)
+    if qemu_target.millisecond:  # the seed's rule: the window as long as the downtime, measured
+        assert dirty == pytest.approx(dict((t, p) for t, p in points)[300] * 4096, abs=2048)
+    else:
+        assert dirty == pytest.approx(first_pages * 4096 * min(300 / first_ms, 1), rel=0.01)
 
 
 def test_predict_over_qmp_against_our_server_uses_milliseconds(tmp_path):
@@ -263,11 +277,11 @@ def test_predict_over_qmp_refuses_what_is_not_qmp(tmp_path):
 
 # ---- nothing left behind ----------------------------------------------------------------------------------------
 
-def test_a_qemu_that_dies_is_reported_and_nothing_is_left():
+def test_a_qemu_that_dies_is_reported_and_nothing_is_left(qemu_target):
     from kvmharness.errors import HarnessError
     from kvmharness.qemu.guest import QemuGuest
 
-    with QemuGuest(32 * MIB) as g:
+    with QemuGuest(32 * MIB, qemu=qemu_target) as g:
         g.wait_ready()
         assert not _our_ram_files()  # unlinked as soon as QEMU had it open
         g.qemu.process.kill()
@@ -277,9 +291,9 @@ def test_a_qemu_that_dies_is_reported_and_nothing_is_left():
     assert not _qemu_children()
 
 
-def test_sigterm_during_qemu_check_stops_qemu_and_removes_its_files():
+def test_sigterm_during_qemu_check_stops_qemu_and_removes_its_files(qemu_target):
     before = set(glob.glob("/dev/shm/kvmh-qemu-*")) | set(glob.glob("/tmp/kvmh-qemu-*"))
-    proc = subprocess.Popen([KVMHARNESS, "qemu-check", "--mem", "32MiB", "--calc-times", "5s", "--no-ours",
+    proc = subprocess.Popen([KVMHARNESS, "qemu-check", "--qemu", qemu_target.binary, "--mem", "32MiB", "--calc-times", "5s", "--no-ours",
                              "--modes", "dirty-bitmap"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=default_sigint)
     deadline = time.monotonic() + 60

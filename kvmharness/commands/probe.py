@@ -4,12 +4,14 @@ import json
 
 from .. import units
 from ..probe import CALIBRATION_MEM, probe
+from ..qemu.launch import find_qemus
 
 
 def main(args):
     report = probe()
+    qemus = find_qemus()
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        print(json.dumps({**report.to_json(), "qemu": [q.to_json() for q in qemus]}, indent=2))
         return 0
     print(f"host kind:        {report.host_kind} ({report.cpu_model})")
     print(f"kernel:           {report.kernel}")
@@ -25,4 +27,9 @@ def main(args):
           f"(random, {CALIBRATION_MEM >> 20} MiB, unthrottled; {report.guest_to_host_loop:.2f}x the same "
           f"loop as a host process)")
     print(f"first write to a clean page under dirty logging: {report.first_write_us:.2f} us")
+    print("QEMU (qemu-check, the qemu tests; --qemu PATH):" if qemus else
+          "QEMU: none found (scripts/setup.sh brings Debian's and bookworm-backports')")
+    for q in qemus:
+        windows = "millisecond windows (calc-time-unit)" if q.millisecond else "whole-second windows only"
+        print(f"  {q.version_text:<9} {windows:<38} {q.binary}")
     return 0

@@ -28,6 +28,7 @@ def main(args):
         print(json.dumps({"qemu-version": version, "windows": report.support.windows_note(),
                           "capabilities-from": report.support.source, "mem": args.mem, "wps": args.wps,
                           "pattern": args.pattern, "dirty-ring-size": args.dirty_ring_size,
+                          "calc-times-ms": list(plan.calc_ms), "repeat": args.repeat,
                           "qemu-ram-exact": report.ram_exact, "seconds": round(report.seconds, 1),
                           "rows": [r.to_json() for r in report.rows]}, indent=2))
         return 0 if report.ram_exact else 1

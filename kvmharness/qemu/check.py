@@ -181,7 +181,7 @@ class CheckPlan:
     repeat: int = 1
     settle: float = 0.5
     ours: bool = True  # also measure on kvmharness's own VM
-    qemu: str | None = None
+    qemu: object = None  # a binary's path or a launch.Qemu; None: the newest found
 
 
 def _qemu_rows(plan, ring, modes):

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 from ..errors import QmpError, UsageError
+from .launch import MS_SINCE
 
-MS_SINCE = (8, 2, 0)
 MODES_SINCE = {"page-sampling": (0, 0, 0), "dirty-ring": (6, 2, 0), "dirty-bitmap": (6, 2, 0)}
 SAMPLE_EVERY = 0.001  # seconds between two readings of the guest's counter while QEMU measures
 

@@ -126,7 +126,7 @@ class QemuGuest(WriterHost):
             raise
 
     def _build(self, qemu, dirty_ring_size, enter, incoming, table_size, extra_qmp):
-        binary = launch.find_qemu(qemu)
+        found = launch.find_qemu(qemu)
         tsc_hz = host_tsc_hz()
         work = self._stack.enter_context(launch.workdir())
         kernel = os.path.join(work, "kvmharness-writer.elf")
@@ -144,7 +144,7 @@ class QemuGuest(WriterHost):
                                     slot_pages=self.slot_pages, vm_seed=self.seed, tables=tables,
                                     table_gpa=self.table_gpa)
         self._stack.callback(self.writer.detach)  # before the RAM is unmapped
-        config = launch.QemuConfig(binary, self.ram_bytes, path, kernel, dirty_ring_size, incoming, extra_qmp)
+        config = launch.QemuConfig(found, self.ram_bytes, path, kernel, dirty_ring_size, incoming, extra_qmp)
         self.qemu = self._stack.enter_context(launch.QemuProcess(config, work, enter))
         os.unlink(path)  # QEMU holds it now; nothing of ours can leave it behind
         self.qmp = self.qemu.qmp

@@ -15,9 +15,11 @@ triple fault ends QEMU instead of looping), QMP on a unix socket.
 
 import contextlib
 import ctypes
+import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,25 +28,51 @@ from ..errors import CapabilityMissing, HarnessError
 from ..qmp.client import QmpClient, QmpConnectionError
 
 QEMU_NAMES = ("qemu-system-x86_64", "/usr/libexec/qemu-kvm")
-INSTALL_HINT = ("install it (Debian/Ubuntu: apt-get install qemu-system-x86, which `scripts/setup.sh` "
-                "runs as root) or pass --qemu PATH")
+# where scripts/setup.sh unpacks a QEMU that is not the system's (bookworm-backports' QEMU 10 beside Debian's
+# 7.2): <sys.prefix>/qemu/<version>/usr/bin/qemu-system-x86_64, its firmware under .../usr/share
+PRIVATE_ROOT = os.path.join(sys.prefix, "qemu")
+PRIVATE_BINARY = os.path.join("usr", "bin", "qemu-system-x86_64")
+FIRMWARE_DIRS = (os.path.join("usr", "share", "qemu"), os.path.join("usr", "share", "seabios"))
+INSTALL_HINT = ("install it (Debian/Ubuntu: apt-get install qemu-system-x86; `scripts/setup.sh` brings Debian's "
+                "and bookworm-backports' QEMU) or pass --qemu PATH")
+MS_SINCE = (8, 2, 0)  # calc-time-unit: the seed's millisecond windows
 START_TIMEOUT = 20.0
 QUIT_TIMEOUT = 5.0
 PR_SET_PDEATHSIG = 1
 SIGKILL = 9
 
 
-def find_qemu(path=None):
-    """The QEMU binary to run: `path`, or the first of QEMU_NAMES on PATH."""
-    if path:
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise CapabilityMissing(f"{path} is not an executable QEMU")
-        return path
-    for name in QEMU_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise CapabilityMissing(f"QEMU (qemu-system-x86_64) is not installed: {INSTALL_HINT}")
+@dataclass(frozen=True)
+class Qemu:
+    """One QEMU binary we can run: its version and the firmware folders it
+    needs passed with -L (an unpacked package, unlike an installed one,
+    does not find its own BIOS)."""
+
+    binary: str
+    version: tuple
+    firmware: tuple = ()
+
+    @property
+    def version_text(self):
+        return ".".join(map(str, self.version))
+
+    @property
+    def millisecond(self):
+        """calc-dirty-rate takes calc-time-unit (QEMU 8.2+, the seed)."""
+        return self.version >= MS_SINCE
+
+    def to_json(self):
+        return {"binary": self.binary, "version": self.version_text, "millisecond-windows": self.millisecond,
+                "firmware": list(self.firmware)}
+
+
+def firmware_dirs(binary):
+    """-L folders for a QEMU unpacked into a prefix (PREFIX/usr/bin/qemu-...
+    beside PREFIX/usr/share/qemu); none for one installed in /usr."""
+    prefix = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(binary))))
+    if prefix == "/":
+        return ()
+    return tuple(d for d in (os.path.join(prefix, f) for f in FIRMWARE_DIRS) if os.path.isdir(d))
 
 
 def qemu_version(binary):
@@ -57,12 +85,59 @@ def qemu_version(binary):
         raise CapabilityMissing(f"{binary} --version did not say which QEMU it is") from None
 
 
+def describe(binary):
+    """The Qemu at `binary` (which must be an executable QEMU)."""
+    if not binary or not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        raise CapabilityMissing(f"{binary or 'an empty path'} is not an executable QEMU")
+    return Qemu(binary, qemu_version(binary), firmware_dirs(binary))
+
+
+def _candidates():
+    for name in QEMU_NAMES:
+        found = shutil.which(name)
+        if found:
+            yield found
+    for path in sorted(glob.glob(os.path.join(PRIVATE_ROOT, "*", PRIVATE_BINARY))):
+        yield path
+
+
+def find_qemus():
+    """Every QEMU found here, on PATH and unpacked by the set-up, oldest
+    first; one binary reached twice (a link) once.  A binary that does not
+    say its version is left out."""
+    seen, found = set(), []
+    for path in _candidates():
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            found.append(describe(path))
+        except CapabilityMissing:
+            continue
+    return sorted(found, key=lambda q: q.version)
+
+
+def find_qemu(path=None):
+    """The QEMU to run: `path` (a binary's path, or a Qemu), else the
+    newest found (the one with millisecond windows where the set-up brought
+    it)."""
+    if isinstance(path, Qemu):
+        return path
+    if path is not None:
+        return describe(path)
+    found = find_qemus()
+    if not found:
+        raise CapabilityMissing(f"QEMU (qemu-system-x86_64) is not installed: {INSTALL_HINT}")
+    return found[-1]
+
+
 @dataclass(frozen=True)
 class QemuConfig:
     """One QEMU: RAM `ram_bytes` (a multiple of 2 MiB) backed by the file
     `mem_path` (shared, so the host maps the guest's RAM), booting `kernel`."""
 
-    binary: str
+    qemu: Qemu
     ram_bytes: int
     mem_path: str
     kernel: str
@@ -72,7 +147,8 @@ class QemuConfig:
 
     def argv(self, qmp_path):
         accel = "kvm" + (f",dirty-ring-size={self.dirty_ring_size}" if self.dirty_ring_size else "")
-        argv = [self.binary, "-accel", accel, "-cpu", "host,-arch-capabilities",
+        firmware = [a for d in self.qemu.firmware for a in ("-L", d)]
+        argv = [self.qemu.binary, *firmware, "-accel", accel, "-cpu", "host,-arch-capabilities",
                 "-machine", "pc,memory-backend=ram", "-m", f"{self.ram_bytes >> 20}M", "-smp", "1",
                 "-object", f"memory-backend-file,id=ram,size={self.ram_bytes},mem-path={self.mem_path},share=on",
                 "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "none", "-monitor", "none",
@@ -109,7 +185,7 @@ class QemuProcess:
                 self.process = subprocess.Popen(config.argv(self.qmp_path), stdin=subprocess.DEVNULL,
                                                 stdout=log, stderr=log, preexec_fn=_child_setup(enter))
             except OSError as e:
-                raise CapabilityMissing(f"cannot run {config.binary}: {e.strerror}") from None
+                raise CapabilityMissing(f"cannot run {config.qemu.binary}: {e.strerror}") from None
         try:
             self.qmp = self._connect()
         except BaseException:
