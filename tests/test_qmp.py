@@ -240,15 +240,18 @@ def test_hmp_commands(server):
         return client.cmd("human-monitor-command", **{"command-line": line})["return"]
 
     try:
-        assert hmp("calc_dirty_rate -r -b 1") == "Error: Either dirty ring or dirty bitmap can be specified!\n"
-        assert hmp("calc_dirty_rate -r 1") == "Error: mode dirty-ring is not enabled, use other method instead.\n"
+        assert hmp("calc_dirty_rate -r -b 1") == "Either dirty ring or dirty bitmap can be specified!\r\n"
+        assert hmp("calc_dirty_rate -r 1") == "Error: mode dirty-ring is not enabled, use other method instead.\r\n"
         assert hmp("calc_dirty_rate -b 10ms").startswith("Error: Calculation time is out of range")
-        assert hmp("calc_dirty_rate -b 500ms").startswith("Starting dirty rate measurement")
+        assert hmp("calc_dirty_rate -b 500ms") == ("Starting dirty rate measurement with period 500 milliseconds\r\n"
+                                                   "[Please use 'info dirty_rate' to check results]\r\n")
         time.sleep(0.8)
-        info = hmp("info dirty_rate")
-        assert "Status: measured" in info and "Period: 500 (ms)" in info and "Mode: dirty-bitmap" in info
-        assert "(MiB/s)" in info and "MB/s" not in info
-        assert hmp("frobnicate") == "unknown command: 'frobnicate'\n"
+        info = hmp("info dirty_rate").split("\r\n")
+        # QEMU's lines (its labels: whole seconds, "MB/s"), then ours with the window as measured
+        assert info[:2] == ["Status: measured", info[1]] and info[1].endswith(" (ms)")
+        assert info[2:5] == ["Period: 0 (sec)", "Mode: dirty-bitmap", info[4]] and info[4].endswith(" (MB/s)")
+        assert info[5].startswith("Actual window: 50") and info[-1] == ""
+        assert hmp("frobnicate") == "unknown command: 'frobnicate'\r\n"
     finally:
         client.close()
 

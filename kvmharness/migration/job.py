@@ -8,7 +8,7 @@ import time
 
 from ..errors import HarnessError
 from . import parameters as mp
-from .source import Aid, migrate_out
+from .source import Aid, MigrationProgress, migrate_out
 
 
 def parse_uri(uri):
@@ -30,6 +30,7 @@ class MigrationJob:
         self.dirty_limit = dirty_limit
         self.status = "none"
         self.report = None
+        self.progress = MigrationProgress()
         self.error = None
         self.started = None
         self.listeners = []
@@ -82,6 +83,7 @@ class MigrationJob:
             if self.status == "completed":
                 raise HarnessError("The guest has already migrated away")
             self.report, self.error, self.started = None, None, time.monotonic()
+            self.progress = MigrationProgress(on_active=lambda: self._set_status("active"))
             self._set_status("setup")
         self._thread = threading.Thread(target=self._run, args=(address,), name="migrate", daemon=True)
         self._thread.start()
@@ -92,11 +94,10 @@ class MigrationJob:
             with socket.create_connection(address, timeout=30) as sock:
                 self._sock = sock
                 sock.settimeout(None)
-                self._set_status("active")
                 aid = Aid(mp.aid_name(self.capabilities), mp.throttle_parameters(p), self.cpu_throttle,
                           self.dirty_limit)
                 report = migrate_out(self.vm, sock, p["downtime-limit"] / 1000, p["x-max-iterations"],
-                                     p["max-bandwidth"] or None, self.secret, aid=aid)
+                                     p["max-bandwidth"] or None, self.secret, aid=aid, progress=self.progress)
             self.report = report
             self._set_status("completed" if report.converged else "failed")
             if not report.converged:

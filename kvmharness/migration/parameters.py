@@ -5,11 +5,19 @@ migrate-set-parameters and the CLI's flags.  Messages are QEMU's, byte for
 byte, including "either of then" and "greater then"."""
 
 import dataclasses
+import json
 
 from ..convergence.trigger import ThrottleParameters
 from ..errors import HarnessError
 
 CAPABILITIES = ("auto-converge", "dirty-limit")
+# QEMU 10's MigrationCapability enum, in its order (query-migrate-capabilities lists them all): the ones
+# we do not implement are reported off, and may be set off but not on.
+QEMU_CAPABILITIES = ("xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "events", "postcopy-ram", "x-colo",
+                     "release-ram", "return-path", "pause-before-switchover", "multifd", "dirty-bitmaps",
+                     "postcopy-blocktime", "late-block-activate", "x-ignore-shared", "validate-uuid",
+                     "background-snapshot", "zero-copy-send", "postcopy-preempt", "switchover-ack", "dirty-limit",
+                     "mapped-ram")
 MAX_DOWNTIME_MS = 2000 * 1000  # MAX_MIGRATE_DOWNTIME
 
 CONFLICT = "dirty-limit conflicts with auto-converge either of then available currently"
@@ -39,6 +47,16 @@ PARAMETERS = {
     "downtime-limit": ("uint64", 300),
     "max-bandwidth": ("size", 0),
     "x-max-iterations": ("uint64", 30),
+}
+# The rest of QEMU 10's MigrationParameters with QEMU's defaults: query-migrate-parameters reports them (a
+# client reads QEMU's keys), and migrate-set-parameters takes each at that value only, since nothing of ours
+# would act on another (no TLS, multifd, compression, announce, COLO or postcopy here).
+QEMU_ONLY_PARAMETERS = {
+    "announce-initial": 50, "announce-max": 550, "announce-rounds": 5, "announce-step": 100,
+    "tls-creds": "", "tls-hostname": "", "tls-authz": "", "max-postcopy-bandwidth": 0,
+    "avail-switchover-bandwidth": 0, "x-checkpoint-delay": 20000, "multifd-channels": 2,
+    "multifd-compression": "none", "multifd-zlib-level": 1, "multifd-qatzip-level": 1, "multifd-zstd-level": 1,
+    "xbzrle-cache-size": 64 << 20, "mode": "normal", "zero-page-detection": "multifd", "direct-io": False,
 }
 WIDTH = {"uint8": (1 << 8, "uint8_t"), "uint64": (1 << 64, "uint64"), "size": (1 << 64, "size")}
 
@@ -75,17 +93,38 @@ def parse_capabilities(items):
         name, state = item["capability"], item["state"]
         if not isinstance(name, str):
             raise ParameterError(f"Invalid parameter type for '{where}.capability', expected: string")
-        if name not in CAPABILITIES:
-            raise ParameterError(f"Parameter '{where}.capability' does not accept value '{name[:64]}'")
+        if name not in QEMU_CAPABILITIES:
+            raise ParameterError(f"Parameter 'capability' does not accept value '{name[:64]}'")
         if not isinstance(state, bool):
             raise ParameterError(f"Invalid parameter type for '{where}.state', expected: boolean")
+        if name not in CAPABILITIES:
+            if state:
+                raise ParameterError(f"capability '{name}' is not supported by kvmharness (it offers "
+                                     f"{' and '.join(CAPABILITIES)})")
+            continue
         out[name] = state
     return out
+
+
+def query_capabilities(caps):
+    """query-migrate-capabilities: every capability QEMU 10 names, ours as set."""
+    return [{"capability": name, "state": bool(caps.get(name, False))} for name in QEMU_CAPABILITIES]
+
+
+def query_parameters(params):
+    """query-migrate-parameters: QEMU 10's members (ours as set, the rest at
+    QEMU's defaults) and our x- ones."""
+    return QEMU_ONLY_PARAMETERS | params
 
 
 def check_types(new):
     """QAPI's visit of migrate-set-parameters' members."""
     for name, value in new.items():
+        if name in QEMU_ONLY_PARAMETERS:
+            if value != QEMU_ONLY_PARAMETERS[name] or type(value) is not type(QEMU_ONLY_PARAMETERS[name]):
+                raise ParameterError(f"Parameter '{name}' is not supported by kvmharness: it may only be "
+                                     f"{json.dumps(QEMU_ONLY_PARAMETERS[name])}, QEMU's default")
+            continue
         if name not in PARAMETERS:
             raise ParameterError(f"Parameter '{name}' is unexpected")
         kind = PARAMETERS[name][0]
@@ -93,8 +132,8 @@ def check_types(new):
             if not isinstance(value, bool):
                 raise ParameterError(f"Invalid parameter type for '{name}', expected: boolean")
             continue
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ParameterError(f"Invalid parameter type for '{name}', expected: integer")
+        if not isinstance(value, int) or isinstance(value, bool):  # QEMU's visitor reads every width as uint64
+            raise _expects(name, "uint64")
         high, qapi_name = WIDTH[kind]
         if not 0 <= value < high:
             raise _expects(name, qapi_name)
@@ -109,14 +148,14 @@ def check_parameters(p):
         raise _expects("cpu_throttle_initial", "an integer in the range of 1 to 99")
     if not 1 <= p["cpu-throttle-increment"] <= 99:
         raise _expects("cpu_throttle_increment", "an integer in the range of 1 to 99")
-    if p["downtime-limit"] > MAX_DOWNTIME_MS:
-        raise _expects("downtime_limit", f"an integer in the range of 0 to {MAX_DOWNTIME_MS} ms")
+    if p["downtime-limit"] > MAX_DOWNTIME_MS:  # QEMU 10 prints the macro's expression
+        raise _expects("downtime_limit", "an integer in the range of 0 to (2000 * 1000) ms")
     if not p["cpu-throttle-initial"] <= p["max-cpu-throttle"] <= 99:
         raise _expects("max_cpu_throttle", "an integer in the range of cpu_throttle_initial to 99")
     if not 1 <= p["x-vcpu-dirty-limit-period"] <= 1000:
         raise _expects("x-vcpu-dirty-limit-period", "a value between 1 and 1000")
     if p["vcpu-dirty-limit"] < 1:
-        raise _expects("vcpu_dirty_limit", "is invalid, it must greater then 1 MB/s")
+        raise ParameterError("Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s")
     if p["x-max-iterations"] < 1:
         raise _expects("x-max-iterations", "a value of 1 or more")
 

@@ -54,6 +54,29 @@ class ThrottleRecord:
     level: int  # % (auto-converge) or MB/s per vCPU (dirty-limit)
 
 
+@dataclass
+class MigrationProgress:
+    """A running migration as query-migrate reports it, written by the
+    migration thread as it goes (each field a whole value a reader can take
+    at any moment): the stream's counters once it is open, the time the
+    setup took, and after each iteration's sync what is left and how fast
+    it is being dirtied."""
+
+    writer: object = None  # the StreamWriter: bytes sent, zero and normal pages
+    setup_seconds: float | None = None
+    syncs: int = 0  # dirty-log syncs so far (QEMU's dirty-sync-count)
+    remaining_pages: int = 0
+    dirty_pages_rate: float = 0.0  # pages/s dirtied during the last iteration
+    expected_downtime: float = 0.0  # seconds the remaining pages would take at the last rate
+    precopy_bytes: int = 0  # sent before the switch-over (the rest: downtime bytes)
+    on_active: object = None  # called once the setup is done and the first pass begins (QEMU's "active")
+
+    def setup_done(self, writer, seconds):
+        self.writer, self.setup_seconds, self.syncs = writer, seconds, 1
+        if self.on_active is not None:
+            self.on_active()
+
+
 @dataclass(frozen=True)
 class MigrationReport:
     converged: bool
@@ -161,15 +184,17 @@ class _AidInForce:
 
 
 def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, secret=None, verify="sent",
-                aid=Aid()):
+                aid=Aid(), progress=None):
     """Migrate the running `vm` over connected socket `sock`, to a
     destination that proves `secret` (see auth.py; None: loopback use).
     `verify`: "sent" hashes each page as it is sent (the transfer is
     proven, nothing is added to the downtime); "full" hashes all of RAM
     with the vCPUs stopped instead, which also proves the dirty log missed
-    nothing (stream.py)."""
+    nothing (stream.py).  `progress`, a MigrationProgress, is kept up to
+    date for query-migrate."""
     if verify not in VERIFY:
         raise HarnessError(f"verify must be one of {', '.join(VERIFY)}")
+    progress = MigrationProgress() if progress is None else progress
     t_start = time.perf_counter()
     in_force = _AidInForce(vm, aid, t_start)
     authenticate_destination(sock, secret)
@@ -182,6 +207,7 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, se
         writer.header(encode_meta(vm.config, vm.control.size, vm.logs))
         log.enable()
         log.sync()  # from here on, every write is logged
+        progress.setup_done(writer, time.perf_counter() - t_start)
         in_force.sync(0, 0, writer.bytes_sent)
         pending = np.arange(vm.slot_pages, dtype=np.uint64)
         while True:
@@ -193,6 +219,9 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, se
             rate = bytes_per_second or (writer.bytes_sent - b0) / max(seconds, 1e-6)
             log.sync()
             pending = log.dirty_pages()
+            progress.syncs, progress.remaining_pages = progress.syncs + 1, len(pending)
+            progress.dirty_pages_rate = len(pending) / max(seconds, 1e-6)
+            progress.expected_downtime = len(pending) * PAGE_WIRE_BYTES / rate
             in_force.sync(len(iterations), len(pending), writer.bytes_sent)
             if switch_now(len(pending) * PAGE_WIRE_BYTES, rate * downtime, rate, seconds, len(iterations),
                           max_iterations):
@@ -205,6 +234,7 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, se
                                        time.perf_counter() - t_start, 0.0, "none", 0.0, tuple(vm.counters()),
                                        {"status": "aborted"}, reason, aid.name, tuple(in_force.steps),
                                        tuple(levels), timeline.stop())
+        progress.precopy_bytes = writer.bytes_sent
         report = _switch_over(vm, sock, writer, log, pending, iterations, t_start, downtime, sent_hashes,
                               verify, timeline)
         return dataclasses.replace(report, aid=aid.name, throttle_steps=tuple(in_force.steps),

@@ -215,6 +215,8 @@ class StreamWriter:
         self.sock = sock
         self.pacer = Pacer(bytes_per_second)
         self._buffer = np.empty((MAX_PAGES_PER_RECORD, PAGE_SIZE), dtype=np.uint8)
+        self.zero_pages = 0  # sent as ZERO records (QEMU's "duplicate")
+        self.normal_pages = 0  # sent with their data (QEMU's "normal")
 
     @property
     def bytes_sent(self):
@@ -241,6 +243,8 @@ class StreamWriter:
                 self._send(RECORD.pack(ZERO, len(chunk)), chunk.tobytes())
             hashes[zeros] = ZERO_PAGE_HASH
             indices = indices[~zero]
+            self.zero_pages += len(zeros)
+        self.normal_pages += len(indices)
         sent = np.empty(MAX_PAGES_PER_RECORD, dtype=np.uint64)
         for lo in range(0, len(indices), MAX_PAGES_PER_RECORD):
             chunk = np.ascontiguousarray(indices[lo : lo + MAX_PAGES_PER_RECORD], dtype="<u8")

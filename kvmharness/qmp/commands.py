@@ -16,7 +16,8 @@ from ..dirtyrate.monitor import TIME_UNITS, DirtyRateStatus
 from ..errors import QmpError
 from ..microvm.guest import PAGE_SIZE
 from .hmp import human_monitor_command
-from ..migration.parameters import PARAMETERS, parse_capabilities
+from ..migration.parameters import PARAMETERS, QEMU_ONLY_PARAMETERS, parse_capabilities, query_capabilities, \
+    query_parameters
 from .qapi import dirty_rate_info, migration_info, vcpu_dirty_limit_info
 from .schema import Arg
 from .. import patterns
@@ -91,6 +92,8 @@ def _query_writer(ctx, a):
 
 
 def _migrate(ctx, a):
+    if "uri" not in a:  # QEMU 10 also takes "channels", which we do not
+        raise QmpError("need either 'uri' or 'channels' argument")
     if _exact_measurement_running(ctx):
         raise QmpError("a dirty-bitmap or dirty-ring measurement is running; migrate when it has ended")
     ctx.migration.start(a["uri"])
@@ -108,11 +111,11 @@ def _set_migrate_capabilities(ctx, a):
 
 
 def _query_migrate_capabilities(ctx, a):
-    return [{"capability": name, "state": state} for name, state in ctx.migration.capabilities.items()]
+    return query_capabilities(ctx.migration.capabilities)
 
 
 def _set_vcpu_dirty_limit(ctx, a):
-    ctx.dirty_limit.set(_uint64("dirty-rate", a["dirty-rate"]), a.get("cpu-index"))
+    ctx.dirty_limit.set(a["dirty-rate"], a.get("cpu-index"))
     return {}
 
 
@@ -123,12 +126,6 @@ def _cancel_vcpu_dirty_limit(ctx, a):
 
 def _query_vcpu_dirty_limit(ctx, a):
     return vcpu_dirty_limit_info(ctx.dirty_limit.query())
-
-
-def _uint64(name, value):
-    if not 0 <= value < 1 << 64:
-        raise QmpError(f"Parameter '{name}' expects uint64")
-    return value
 
 
 def _hmp(ctx, a):
@@ -149,7 +146,7 @@ def _query_cpus_fast(ctx, a):
     threads = list(getattr(ctx.vm, "threads", ()))
     return [{"cpu-index": k, "qom-path": f"/machine/unattached/device[{k}]",
              "thread-id": (getattr(threads[k], "native_id", 0) or 0) if k < len(threads) else 0,
-             "props": {"core-id": 0, "thread-id": 0, "node-id": 0, "socket-id": k}, "target": "x86_64"}
+             "props": {"core-id": 0, "thread-id": 0, "socket-id": k}, "target": "x86_64"}
             for k in range(len(ctx.vm.vcpus))]
 
 
@@ -189,16 +186,16 @@ COMMANDS = {
             Arg("shared-region", "bool"),
         ), _set_writer, blocking=True),
         Command("x-query-writer", (), _query_writer),
-        Command("migrate", (Arg("uri", "str", required=True),), _migrate),
+        Command("migrate", (Arg("uri", "str"),), _migrate),
         Command("query-migrate", (), lambda ctx, a: migration_info(ctx.migration)),
         # Types are checked by the migration's parameter table (QEMU's widths and messages).
-        Command("migrate-set-parameters", tuple(Arg(name, "any") for name in PARAMETERS),
+        Command("migrate-set-parameters", tuple(Arg(name, "any") for name in PARAMETERS | QEMU_ONLY_PARAMETERS),
                 _set_migrate_parameters),
-        Command("query-migrate-parameters", (), lambda ctx, a: dict(ctx.migration.parameters)),
+        Command("query-migrate-parameters", (), lambda ctx, a: query_parameters(ctx.migration.parameters)),
         Command("migrate-set-capabilities", (Arg("capabilities", "any", required=True),),
                 _set_migrate_capabilities),
         Command("query-migrate-capabilities", (), _query_migrate_capabilities),
-        Command("set-vcpu-dirty-limit", (Arg("cpu-index", "int"), Arg("dirty-rate", "int", required=True)),
+        Command("set-vcpu-dirty-limit", (Arg("cpu-index", "int"), Arg("dirty-rate", "uint64", required=True)),
                 _set_vcpu_dirty_limit),
         Command("cancel-vcpu-dirty-limit", (Arg("cpu-index", "int"),), _cancel_vcpu_dirty_limit),
         Command("query-vcpu-dirty-limit", (), _query_vcpu_dirty_limit),

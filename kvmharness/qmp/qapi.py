@@ -6,6 +6,7 @@ only place that knows them."""
 import time
 
 from ..dirtyrate import modes
+from ..microvm.guest import PAGE_SIZE
 from ..dirtyrate.monitor import TIME_UNITS, DirtyRateStatus
 
 
@@ -85,24 +86,28 @@ def _period(p, exact):
 
 
 def migration_info(job):
-    """query-migrate's MigrationInfo (the members we can fill) for a MigrationJob."""
-    info = {"status": job.status}
+    """query-migrate's MigrationInfo for a MigrationJob, with QEMU 10's
+    members for each status: none before any migration (QEMU answers an
+    empty object), the status alone in setup, then the times and the RAM
+    counters; error-desc and the aids' members where QEMU has them."""
     if job.status == "none":
+        return {}
+    info = {"status": job.status}
+    progress, report = job.progress, job.report
+    if job.status == "setup" or progress.writer is None:
+        if job.error:
+            info["error-desc"] = job.error
         return info
-    report = job.report
+    elapsed = report.total_seconds if report is not None else time.monotonic() - job.started
+    info["total-time"] = round(elapsed * 1e3)
+    info["setup-time"] = round(progress.setup_seconds * 1e3)
+    if report is None:
+        info["expected-downtime"] = round(progress.expected_downtime * 1e3)
+    elif report.converged:
+        info["downtime"] = round(report.downtime_seconds * 1e3)
+    info["ram"] = _ram_info(job, progress, report, elapsed)
     if report is not None:
-        sent = sum(i.bytes for i in report.iterations)
-        info.update({
-            "total-time": round(report.total_seconds * 1e3),
-            "ram": {"transferred": sent, "total": job.vm.config.mem,
-                    "dirty-sync-count": len(report.iterations) + 1,
-                    "normal": sum(i.pages for i in report.iterations) + report.final_pages},
-            "x-report": report.to_json(),
-        })
-        if report.converged:
-            info["downtime"] = round(report.downtime_seconds * 1e3)
-    else:
-        info["total-time"] = round((time.monotonic() - job.started) * 1e3)
+        info["x-report"] = report.to_json()
     if job.error:
         info["error-desc"] = job.error
     if job.cpu_throttle is not None and job.cpu_throttle.active:
@@ -112,6 +117,27 @@ def migration_info(job):
         info["dirty-limit-throttle-time-per-round"] = limit.throttle_time_per_round()
         info["dirty-limit-ring-full-time"] = limit.ring_full_time()
     return info
+
+
+def _ram_info(job, progress, report, elapsed):
+    """MigrationStats, from the stream's counters: zero pages are QEMU's
+    "duplicate", pages sent with data its "normal"; what we do not do
+    (multifd, postcopy, zero-copy) is 0."""
+    w = progress.writer
+    sent = w.bytes_sent
+    done = report is not None and report.converged
+    precopy = progress.precopy_bytes if report is not None else sent
+    return {
+        "transferred": sent, "remaining": 0 if done else progress.remaining_pages * PAGE_SIZE,
+        "total": job.vm.config.mem, "duplicate": w.zero_pages, "normal": w.normal_pages,
+        "normal-bytes": w.normal_pages * PAGE_SIZE, "dirty-pages-rate": round(progress.dirty_pages_rate),
+        "mbps": round(sent * 8 / max(elapsed, 1e-6) / 1e6, 3),
+        "dirty-sync-count": len(report.iterations) + 1 if report is not None else progress.syncs,
+        "postcopy-requests": 0, "page-size": PAGE_SIZE, "multifd-bytes": 0,
+        "pages-per-second": round((w.zero_pages + w.normal_pages) / max(elapsed, 1e-6)),
+        "precopy-bytes": precopy, "downtime-bytes": sent - precopy, "postcopy-bytes": 0,
+        "dirty-sync-missed-zero-copy": 0,
+    }
 
 
 def vcpu_dirty_limit_info(limits):

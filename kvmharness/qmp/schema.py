@@ -11,13 +11,17 @@ from ..errors import HarnessError, QmpError
 @dataclass(frozen=True)
 class Arg:
     name: str
-    type: str  # int | number | str | bool | array | enum | any (the handler checks it)
+    type: str  # int | uint64 | number | str | bool | array | enum | any (the handler checks it)
     required: bool = False
     values: tuple = ()  # enum values
     parse: object = None  # value -> the handler's value, raising HarnessError with the reply's text
 
     def check(self, value):
         if self.type == "any":
+            return value
+        if self.type == "uint64":  # QEMU's visitor: anything but an integer "expects uint64"
+            if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64):
+                raise QmpError(f"Parameter '{self.name}' expects uint64")
             return value
         expected = {"int": "integer", "number": "number", "str": "string", "bool": "boolean", "array": "array",
                     "enum": "string"}[self.type]
