@@ -1,29 +1,49 @@
 #!/usr/bin/env python3
-"""Loopback migration benchmark (issue 13, item 4): a 512 MiB guest
-writing 200 k writes/s, downtime limit 300 ms, max bandwidth unlimited,
-both ends as separate processes over loopback (`kvmharness migrate-listen`
-and `kvmharness migrate`), --runs times; total time, downtime, iteration
-rates, and the switch-over's hashing on each side.
+"""Loopback migration benchmark: kvmharness beside QEMU 7.2 and QEMU 10
+(with and without multifd), all migrating the same writer in one run.
 
-QEMU 7.2 on the same runner, our writer booted in it (max-bandwidth 10
-GiB/s, downtime-limit 300 ms): 1.80 s total, 89 ms downtime at 4.8 Gbit/s
-(issue 13's measurement; QEMU cannot boot our guest until the QEMU-target
-issue's multiboot image exists, so it is quoted, not rerun here).
+A 512 MiB region written at 200 k random writes/s, downtime limit 300 ms,
+over loopback, --runs times each, the configurations interleaved run by run
+so that a slow spell of the host hits all of them alike:
 
-Usage: scripts/bench_migration.py [--runs 3] [--mem 512MiB] [--wps 200k] [--profile FILE]
+* kvmharness: `kvmharness migrate-listen` and `kvmharness migrate`, two
+  processes (bandwidth unlimited);
+* QEMU 7.2 / QEMU 10: our writer booted in each QEMU found (issue 15's
+  multiboot image), a destination QEMU with `-incoming defer`,
+  max-bandwidth 10 GiB/s (QEMU's default 128 MiB/s would be the limit);
+* QEMU 10 + multifd: the same with the multifd capability on both ends
+  (QEMU's default 2 channels).
+
+Every QEMU destination's RAM is checked against replay after the switch
+(ours verifies every page's hash itself).  Prints each run and the medians
+with their spread; --out writes bench-migration.json and the table into
+OUT/README.md (between the MIGBENCH markers).
+
+Usage: sudo .venv/bin/python scripts/bench_migration.py [--runs 5] [--mem 512MiB] [--wps 200k]
+           [--out docs/results/qemu10] [--profile FILE]
 """
 
 import argparse
 import json
 import os
+import pathlib
+import re
 import socket
 import statistics
 import subprocess
 import sys
 import time
 
+from kvmharness import units
+from kvmharness.microvm.truth import tag_mismatches
+from kvmharness.qemu.guest import QemuGuest
+from kvmharness.qemu.launch import find_qemus
+from kvmharness.qemu.migrate import migrate_qemu
+
 KVMHARNESS = os.path.join(os.path.dirname(sys.executable), "kvmharness")
-QEMU_72 = {"total-s": 1.80, "downtime-ms": 89}
+DOWNTIME_MS = 300
+QEMU_MAX_BANDWIDTH = 10 << 30
+MARK = re.compile(r"<!-- MIGBENCH -->.*<!-- /MIGBENCH -->", re.S)
 
 
 def free_port():
@@ -32,14 +52,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def one(mem, wps, profile=None):
+def ours(mem, wps, profile=None):
     port = free_port()
     dest = subprocess.Popen([KVMHARNESS, "migrate-listen", "--port", str(port), "--run-after", "100ms", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)
-        source = [KVMHARNESS, "migrate", "--to", f"127.0.0.1:{port}", "--mem", mem, "--wps", wps,
-                  "--downtime", "300ms", "--json"]
+        source = [KVMHARNESS, "migrate", "--to", f"127.0.0.1:{port}", "--mem", f"{mem >> 20}MiB", "--wps", str(wps),
+                  "--downtime", f"{DOWNTIME_MS}ms", "--json"]
         if profile:
             source = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "kvmharness.cli", *source[1:]]
         src = subprocess.run(source, capture_output=True, text=True, timeout=300)
@@ -48,29 +68,97 @@ def one(mem, wps, profile=None):
         dest.kill()
     if src.returncode != 0:
         raise RuntimeError(src.stderr)
-    return json.loads(src.stdout)
+    r = json.loads(src.stdout)
+    its = ", ".join(f"{i['pages']} pages at {i['bytes'] / i['seconds'] / 1e9:.2f} GB/s" for i in r["iterations"])
+    detail = (f"{r['downtime-basis']}, final {r['final-pages']} pages, hashing {r['source-hash-ms']:.1f} + "
+              f"{r['destination'].get('hash-ms', 0):.1f} ms; {its}")
+    return {"total-s": r["total-seconds"], "downtime-ms": r["downtime-ms"], "converged": r["converged"],
+            "ram-exact": r["verified"], "syncs": len(r["iterations"]) + 1, "detail": detail}
+
+
+def qemu_run(qemu, mem, wps, multifd, seed):
+    caps = ("multifd",) if multifd else ()
+    port = free_port()
+    with QemuGuest(mem, seed=seed, qemu=qemu) as src, QemuGuest(mem, seed=seed, qemu=qemu, incoming="defer") as dst:
+        src.wait_ready()
+        if caps:
+            dst.qmp.execute("migrate-set-capabilities", {"capabilities": [{"capability": "multifd", "state": True}]})
+        dst.qmp.execute("migrate-incoming", {"uri": f"tcp:127.0.0.1:{port}"})
+        src.run_writer(wps, "random")
+        time.sleep(0.5)
+        m = migrate_qemu(src.qmp, f"tcp:127.0.0.1:{port}", 120,
+                         {"max-bandwidth": QEMU_MAX_BANDWIDTH, "downtime-limit": DOWNTIME_MS}, caps)
+        exact = None
+        if m.completed:
+            dst.adopt(src.logs)
+            dst.hold()
+            exact = tag_mismatches(dst) == (0, 0)
+    info, ram = m.info, m.info.get("ram", {})
+    return {"total-s": info.get("total-time", 0) / 1000, "downtime-ms": info.get("downtime"),
+            "converged": m.completed, "ram-exact": exact, "syncs": ram.get("dirty-sync-count"),
+            "detail": f"{info.get('status')}, {ram.get('transferred', 0) / 2**20:.0f} MiB sent at "
+                      f"{ram.get('mbps', 0):.0f} Mbit/s (QEMU's last rate)"}
+
+
+def configurations():
+    found = find_qemus()
+    seconds = [q for q in found if not q.millisecond]
+    ms = [q for q in found if q.millisecond]
+    out = [("kvmharness", None, False)]
+    if seconds:
+        out.append((f"QEMU {seconds[-1].version_text}", seconds[-1], False))
+    if ms:
+        out += [(f"QEMU {ms[-1].version_text}", ms[-1], False), (f"QEMU {ms[-1].version_text} + multifd", ms[-1], True)]
+    return out
+
+
+def spread(values):
+    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def table(results, runs, mem, wps):
+    lines = [f"{mem >> 20} MiB written at {wps:,} random writes/s, downtime limit {DOWNTIME_MS} ms, loopback, "
+             f"{runs} runs each, interleaved; median (min-max):", "",
+             "| migration | total (s) | downtime (ms) | converged | destination RAM = replay |",
+             "|---|---|---|---|---|"]
+    for name, rows in results.items():
+        done = [r for r in rows if r["converged"]]
+        total = spread([r["total-s"] for r in done]) if done else "-"
+        down = spread([r["downtime-ms"] for r in done]) if done else "-"
+        exact = sum(1 for r in rows if r["ram-exact"])
+        lines.append(f"| {name} | {total} | {down} | {len(done)} of {len(rows)} | {exact} of {len(rows)} |")
+    return "\n".join(lines)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--mem", default="512MiB")
-    ap.add_argument("--wps", default="200k")
-    ap.add_argument("--profile", help="cProfile the source of one more run into this file")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--mem", type=units.parse_size, default=units.parse_size("512MiB"))
+    ap.add_argument("--wps", type=units.parse_rate, default=units.parse_rate("200k"))
+    ap.add_argument("--out", type=pathlib.Path, help="write bench-migration.json and the README table here")
+    ap.add_argument("--profile", help="cProfile the kvmharness source of one more run into this file")
     args = ap.parse_args()
-    totals, downtimes = [], []
-    for _ in range(args.runs):
-        r = one(args.mem, args.wps)
-        totals.append(r["total-seconds"])
-        downtimes.append(r["downtime-ms"])
-        its = ", ".join(f"{i['pages']} pages at {i['bytes'] / i['seconds'] / 1e9:.2f} GB/s" for i in r["iterations"])
-        print(f"total {r['total-seconds']:.3f} s, downtime {r['downtime-ms']:.1f} ms ({r['downtime-basis']}), "
-              f"final {r['final-pages']} pages, hashing {r['source-hash-ms']:.1f} + "
-              f"{r['destination'].get('hash-ms', 0):.1f} ms; {its}", flush=True)
-    print(f"median: total {statistics.median(totals):.3f} s (QEMU 7.2: {QEMU_72['total-s']} s), downtime "
-          f"{statistics.median(downtimes):.1f} ms (QEMU 7.2: {QEMU_72['downtime-ms']} ms)")
+    configs = configurations()
+    results = {name: [] for name, _, _ in configs}
+    for run in range(args.runs):
+        for name, qemu, multifd in configs:
+            r = ours(args.mem, args.wps) if qemu is None else qemu_run(qemu, args.mem, args.wps, multifd, run + 1)
+            results[name].append(r)
+            print(f"[{run}] {name}: total {r['total-s']:.3f} s, downtime {r['downtime-ms']} ms, RAM exact "
+                  f"{r['ram-exact']}; {r['detail']}", flush=True)
+    text = table(results, args.runs, args.mem, args.wps)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench-migration.json").write_text(json.dumps(
+            {"mem": args.mem, "wps": args.wps, "downtime-limit-ms": DOWNTIME_MS, "runs": results}, indent=2) + "\n")
+        readme = args.out / "README.md"
+        body = readme.read_text() if readme.exists() else "# QEMU 10\n"
+        if "<!-- MIGBENCH -->" not in body:
+            body += "\n<!-- MIGBENCH -->\n<!-- /MIGBENCH -->\n"
+        readme.write_text(MARK.sub(lambda m: f"<!-- MIGBENCH -->\n{text}\n<!-- /MIGBENCH -->", body))
     if args.profile:
-        one(args.mem, args.wps, args.profile)
+        ours(args.mem, args.wps, args.profile)
         print(f"source profile: {args.profile} (python -m pstats {args.profile})")
     return 0
 

@@ -39,6 +39,7 @@ from kvmharness.migration.testbed import veth_testbed
 from kvmharness.qemu.check import replayed_curve
 from kvmharness.qemu.curve import predict_with
 from kvmharness.qemu.guest import QemuGuest
+from kvmharness.qemu.migrate import migrate_qemu
 
 MIB = 1 << 20
 SCENARIOS = [  # (region MiB, writes/s, pattern, link bit/s, downtime s)
@@ -74,24 +75,6 @@ def predictions(src, link, downtime, max_iterations=30):
     return seconds, ms, target, measured.curve, ms_curve
 
 
-def migrate(src, dst_ip, port, link, downtime, deadline):
-    q = src.qmp
-    q.execute("migrate-set-parameters", {"max-bandwidth": int(link.bits_per_second / 8 * 4),
-                                         "downtime-limit": int(round(downtime * 1000))})
-    q.execute("migrate", {"uri": f"tcp:{dst_ip}:{port}"})
-    t0 = time.monotonic()
-    while True:
-        info = q.execute("query-migrate")
-        if info.get("status") in ("completed", "failed"):
-            return info, True
-        if time.monotonic() - t0 > deadline:
-            last = info
-            q.execute("migrate_cancel")
-            q.wait_for("query-migrate", lambda i: i.get("status") in ("cancelled", "failed", "completed"), 30)
-            return last, False
-        time.sleep(0.05)
-
-
 def run(mem_mib, wps, pattern, bps, downtime, port):
     link = Link(bps)
     with veth_testbed(bps, subnet=3) as tb:
@@ -105,8 +88,10 @@ def run(mem_mib, wps, pattern, bps, downtime, port):
             deadline = min(max(3 * max(converging, default=0), 4 * full_copy + 10), 90)
             with QemuGuest(mem_mib * MIB, seed=port, incoming=f"tcp:{tb.destination_ip}:{port}",
                            enter=tb.enter(tb.destination_ns)) as dst:
-                info, finished = migrate(src, tb.destination_ip, port, link, downtime, deadline)
-                completed = finished and info.get("status") == "completed"
+                m = migrate_qemu(src.qmp, f"tcp:{tb.destination_ip}:{port}", deadline,
+                                 {"max-bandwidth": int(link.bits_per_second / 8 * 4),
+                                  "downtime-limit": int(round(downtime * 1000))})
+                info, finished, completed = m.info, m.finished, m.completed
                 ram_exact = None
                 if completed:
                     dst.adopt(src.logs)

@@ -11,6 +11,7 @@ counts once), so that under-estimates the dirty volume of a short window
 and the verdict leans optimistic; the output says so.
 """
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -66,10 +67,15 @@ def predict_over_qmp(address, links, downtimes, mode, max_iterations):
         return predict_with(client, address, links, downtimes, mode, max_iterations)
 
 
-def predict_with(client, address, links, downtimes, mode, max_iterations, counter=None):
+def predict_with(client, address, links, downtimes, mode, max_iterations, counter=None, seconds_only=False):
     """predict_over_qmp on an open session; with `counter`, the guest's
-    counter is read during each window (QmpTarget.answers keeps them)."""
+    counter is read during each window (QmpTarget.answers keeps them).
+    `seconds_only` measures whole seconds even where the QEMU has
+    millisecond windows: what a QEMU before 8.2 would give (the seed's claim
+    is tested by the difference)."""
     support = calc_support(client)
+    if seconds_only and support.millisecond:
+        support = dataclasses.replace(support, millisecond=False, source=f"{support.source}, whole seconds asked")
     ram = int(client.execute("query-memory-size-summary").get("base-memory", 0))
     if ram <= 0:
         raise UsageError(f"QMP at {address} reports no guest memory")
