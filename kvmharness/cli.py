@@ -108,10 +108,14 @@ def parse_percent(text):
 
 def parse_backing(text):
     """A backing source's name (kvm/backing.py's table, copied here so that
-    --help does not load the KVM layer; tests/test_backing.py checks them)."""
-    if text not in BACKING_NAMES:
-        raise UsageError(f"unknown backing source {text[:40]!r}: one of {', '.join(BACKING_NAMES)}")
-    return text
+    --help does not load the KVM layer; tests/test_backing.py checks them),
+    or the KVM selftests' spelling of it (dirty_log_perf_test -s
+    anonymous_thp, anonymous_hugetlb_2mb, ...: underscores for our hyphens)."""
+    name = text.replace("_", "-")
+    if name not in BACKING_NAMES:
+        raise UsageError(f"unknown backing source {text[:40]!r}: one of {', '.join(BACKING_NAMES)} (or the "
+                         f"selftests' spelling with underscores)")
+    return name
 
 
 def parse_cpu_list(text):

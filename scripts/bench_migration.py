@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import socket
 import statistics
 import subprocess
@@ -39,11 +38,11 @@ from kvmharness.microvm.truth import tag_mismatches
 from kvmharness.qemu.guest import QemuGuest
 from kvmharness.qemu.launch import find_qemus
 from kvmharness.qemu.migrate import migrate_qemu
+from results_doc import replace_block
 
 KVMHARNESS = os.path.join(os.path.dirname(sys.executable), "kvmharness")
 DOWNTIME_MS = 300
 QEMU_MAX_BANDWIDTH = 10 << 30
-MARK = re.compile(r"<!-- MIGBENCH -->.*<!-- /MIGBENCH -->", re.S)
 
 
 def free_port():
@@ -152,11 +151,7 @@ def main():
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench-migration.json").write_text(json.dumps(
             {"mem": args.mem, "wps": args.wps, "downtime-limit-ms": DOWNTIME_MS, "runs": results}, indent=2) + "\n")
-        readme = args.out / "README.md"
-        body = readme.read_text() if readme.exists() else "# QEMU 10\n"
-        if "<!-- MIGBENCH -->" not in body:
-            body += "\n<!-- MIGBENCH -->\n<!-- /MIGBENCH -->\n"
-        readme.write_text(MARK.sub(lambda m: f"<!-- MIGBENCH -->\n{text}\n<!-- /MIGBENCH -->", body))
+        replace_block(args.out / "README.md", "MIGBENCH", text, "# QEMU 10")
     if args.profile:
         ours(args.mem, args.wps, args.profile)
         print(f"source profile: {args.profile} (python -m pstats {args.profile})")

@@ -14,15 +14,15 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import statistics
 import subprocess
 import sys
 
+from results_doc import replace_block
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "results" / "qemu"
 EXE = os.path.join(os.path.dirname(sys.executable), "kvmharness")
-MARK = re.compile(r"<!-- CHECK -->.*<!-- /CHECK -->", re.S)
 
 
 def fmt_range(lo, hi):
@@ -115,14 +115,11 @@ def main():
         reports.append((mem, report))
         print(f"{mem}: {len(report['rows'])} rows in {report['seconds']} s, QEMU RAM exact: "
               f"{report['qemu-ram-exact']}", flush=True)
-    readme = out_dir / "README.md"
-    text = readme.read_text() if readme.exists() else "# QEMU as a target\n\n<!-- CHECK -->\n<!-- /CHECK -->\n"
-    block = (f"<!-- CHECK -->\nQEMU {reports[0][1]['qemu-version']} ({reports[0][1]['windows']}), writer random at "
+    block = (f"QEMU {reports[0][1]['qemu-version']} ({reports[0][1]['windows']}), writer random at "
              f"{args.wps} writes/s, {args.repeat} runs per cell, dirty-ring-size {reports[0][1]['dirty-ring-size']}:"
              f"\n\nMedian QEMU / truth per cell (its range over the runs) and, for the exact modes, the median "
-             f"milliseconds counted beyond the window:\n\n{summary(reports)}\n\nEvery run:\n\n{table(reports)}"
-             f"\n<!-- /CHECK -->")
-    readme.write_text(MARK.sub(lambda m: block, text))
+             f"milliseconds counted beyond the window:\n\n{summary(reports)}\n\nEvery run:\n\n{table(reports)}")
+    replace_block(out_dir / "README.md", "CHECK", block, "# QEMU as a target")
     print(table(reports))
 
 

@@ -42,8 +42,10 @@ echo "deb $uri $BACKPORTS main" > "$work/sources.list"
 apt_private=(-o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
              -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o APT::Sandbox::User=root -q)
 echo "setup: fetching $BACKPORTS's QEMU (the seed's millisecond windows) into $PRIVATE/" >&2
-apt-get "${apt_private[@]}" update >/dev/null
-(cd "$work/debs" && apt-get "${apt_private[@]}" download $(for p in $PACKAGES; do echo "$p/$BACKPORTS"; done) >/dev/null)
+fail() { echo "setup: could not fetch $BACKPORTS's QEMU ($1); KVMH_NO_QEMU=1 skips the QEMU set-up" >&2; exit 1; }
+apt-get "${apt_private[@]}" update >/dev/null || fail "apt-get update of $BACKPORTS failed"
+(cd "$work/debs" && apt-get "${apt_private[@]}" download $(for p in $PACKAGES; do echo "$p/$BACKPORTS"; done) >/dev/null) \
+    || fail "apt-get download failed"
 for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$work/root"; done
 version=$("$work/root/usr/bin/qemu-system-x86_64" -L "$work/root/usr/share/qemu" --version | awk 'NR==1 {print $4}')
 [ -n "$version" ] || { echo "setup: $BACKPORTS's QEMU does not run here" >&2; exit 1; }

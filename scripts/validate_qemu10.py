@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import pathlib
-import re
 import statistics
 import time
 
@@ -47,6 +46,7 @@ from kvmharness.qemu.curve import predict_with
 from kvmharness.qemu.guest import QemuGuest
 from kvmharness.qemu.launch import find_qemus
 from kvmharness.qemu.migrate import migrate_qemu
+from results_doc import replace_block
 
 MIB = 1 << 20
 G, M = 1_000_000_000, 1_000_000
@@ -80,7 +80,6 @@ PREDICTORS = ("ms", "whole-s", "seed")
 PORT = 4800
 RING = 4096
 MAX_ITERATIONS = 30
-MARK = re.compile(r"<!-- MIGRATION10 -->.*<!-- /MIGRATION10 -->", re.S)
 
 
 def qemu10():
@@ -276,13 +275,9 @@ def write_readme(out, results):
         if v["median-measure-s"] is not None:
             line += f"; measuring took a median {v['median-measure-s']:.1f} s"
         lines.append(line)
-    block = ("<!-- MIGRATION10 -->\n" + table(results) + "\n\n" + "\n".join(lines) + "\n\nWith QEMU's aids, where "
-             "QEMU 10 did not converge without:\n\n" + aids_table(results) + "\n<!-- /MIGRATION10 -->")
-    readme = out / "README.md"
-    text = readme.read_text() if readme.exists() else "# QEMU 10\n"
-    if "<!-- MIGRATION10 -->" not in text:
-        text += "\n<!-- MIGRATION10 -->\n<!-- /MIGRATION10 -->\n"
-    readme.write_text(MARK.sub(lambda m: block, text))
+    block = (table(results) + "\n\n" + "\n".join(lines) + "\n\nWith QEMU's aids, where QEMU 10 did not converge "
+             "without:\n\n" + aids_table(results))
+    replace_block(out / "README.md", "MIGRATION10", block, "# QEMU 10")
     return block
 
 

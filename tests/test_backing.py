@@ -45,6 +45,21 @@ def test_the_cli_knows_every_backing_source():
     assert cli.BACKING_NAMES == tuple(backing.SOURCES)
 
 
+@pytest.mark.parametrize("selftest, ours", [
+    ("anonymous", "anonymous"), ("anonymous_thp", "anonymous-thp"), ("anonymous_hugetlb_2mb", "anonymous-hugetlb-2mb"),
+    ("anonymous_hugetlb_1gb", "anonymous-hugetlb-1gb"), ("shmem", "shmem"), ("shared_hugetlb", "shared-hugetlb")])
+def test_the_cli_takes_the_selftests_spelling_of_each_backing_source(selftest, ours):
+    assert cli.parse_backing(selftest) == ours == cli.parse_backing(ours)
+
+
+def test_an_unknown_backing_source_is_one_line_listing_ours():
+    from kvmharness.pytest_plugin import run_cli
+
+    out = run_cli("perf", "--backing", "anonymous_hugetlb_16kb")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "one of anonymous, anonymous-thp, anonymous-hugetlb-2mb" in out.stderr
+
+
 def test_slots_cut_the_region_at_2mib_boundaries_without_gap_or_overlap():
     for mem, n in ((64 * MiB, 1), (64 * MiB, 4), (70 * MiB, 3), (GiB, 7)):
         slots = data_slots(mem, n)

@@ -230,7 +230,11 @@ def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
         throttled = reader_rate()
         throttle.stop()
     free, limited = [median(frees, k) for k in (0, 1)], [median(limiteds, k) for k in (0, 1)]
-    assert limited[0] < 0.5 * free[0]  # the writer is held to 50 MB/s
+    # the writer is held: it slept (exact), and runs slower than free beyond the readings' noise.  Not "under
+    # half": how far 50 MB/s is below a free writer depends on the host (under logging a writer does ~100 MB/s
+    # on an Intel nested runner whose first write costs 25 us, several times that elsewhere), and one run in
+    # four read 0.6x here
+    assert slept[0] > 0 and limited[0] < 0.85 * free[0], (frees, limiteds)
     assert slept[1] == 0 and limited[1] >= 0.85 * free[1], (frees, limiteds)  # the reader never sleeps
     assert throttled[1] <= 0.65 * free[1], (free, throttled)  # auto-converge slows it like a writer
 

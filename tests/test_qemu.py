@@ -141,8 +141,9 @@ def test_window_truth_brackets_hold_the_writes_made_in_a_window_of_calc_time(qem
 
 def test_qemu_check_json_every_mode(qemu_target):
     windows = "200ms,1s" if qemu_target.millisecond else "1s"
-    out = subprocess.run([KVMHARNESS, "qemu-check", "--qemu", qemu_target.binary, "--mem", "64MiB", "--wps", "300k", "--calc-times", windows,
-                          "--dirty-ring-size", "4096", "--json"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([KVMHARNESS, "qemu-check", "--qemu", qemu_target.binary, "--mem", "64MiB", "--wps", "300k",
+                          "--calc-times", windows, "--dirty-ring-size", "4096", "--json"],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["qemu-ram-exact"] is True and report["qemu-version"] == qemu_target.version_text
@@ -293,13 +294,15 @@ def test_a_qemu_that_dies_is_reported_and_nothing_is_left(qemu_target):
 
 def test_sigterm_during_qemu_check_stops_qemu_and_removes_its_files(qemu_target):
     before = set(glob.glob("/dev/shm/kvmh-qemu-*")) | set(glob.glob("/tmp/kvmh-qemu-*"))
-    proc = subprocess.Popen([KVMHARNESS, "qemu-check", "--qemu", qemu_target.binary, "--mem", "32MiB", "--calc-times", "5s", "--no-ours",
-                             "--modes", "dirty-bitmap"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
+    # a 30 s window: still measuring when the signal comes, however fast this host boots and measures
+    proc = subprocess.Popen([KVMHARNESS, "qemu-check", "--qemu", qemu_target.binary, "--mem", "32MiB",
+                             "--calc-times", "30s", "--no-ours", "--modes", "dirty-bitmap"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 60
     while not glob.glob("/tmp/kvmh-qemu-*/qmp.sock") and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(8)  # booted and measuring
+    assert proc.poll() is None, "qemu-check ended before the signal"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err

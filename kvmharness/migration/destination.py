@@ -29,9 +29,10 @@ class Arrival:
     vm: MicroVm  # running; the caller owns it
     verified: bool
     pages_received: int
-    resumed_at: float  # time.monotonic()
+    resumed_at: float  # time.monotonic() just after the vCPUs were started (the guest may have run a little)
     resume_counters: tuple
     resume_schedules: tuple  # WriterSchedule per vCPU as the guest resumed
+    starting_at: float = 0.0  # time.monotonic() just before the vCPUs were started (the guest had not run)
 
 
 def _back(mapping):
@@ -127,12 +128,13 @@ def migrate_in(sock, secret=None, backing="anonymous"):
             raise StreamError(f"no go from the source after ready ({e}): the guest stays there") from None
         if go != {"go": True}:
             raise StreamError("the source did not say go: the guest stays there")
+        starting_at = time.monotonic()
         vm.start()
         resumed_at = time.monotonic()
         send_reply(sock, {"status": "resumed", "verified": True, "pages-received": received,
                           "resume-counters": list(counters), "hash-ms": round(hash_ms, 3),
                           "boot-id": boot_id(), "resumed-at": resumed_at})
-        return Arrival(vm, True, received, resumed_at, counters, schedules)
+        return Arrival(vm, True, received, resumed_at, counters, schedules, starting_at)
     except (HarnessError, OSError) as e:  # every refusal is sent to the peer
         if vm is not None:
             vm.close()
