@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import pathlib
-import re
 import statistics
 import time
 
@@ -40,6 +39,7 @@ from kvmharness.qemu.check import replayed_curve
 from kvmharness.qemu.curve import predict_with
 from kvmharness.qemu.guest import QemuGuest
 from kvmharness.qemu.migrate import migrate_qemu
+from results_doc import replace_block
 
 MIB = 1 << 20
 SCENARIOS = [  # (region MiB, writes/s, pattern, link bit/s, downtime s)
@@ -58,7 +58,6 @@ SCENARIOS = [  # (region MiB, writes/s, pattern, link bit/s, downtime s)
     (512, 30_000, "hotcold:0.05:0.95", 1_000_000_000, 0.05),
 ]
 PORT = 4700
-MARK = re.compile(r"<!-- MIGRATION -->.*<!-- /MIGRATION -->", re.S)
 
 
 def predictions(src, link, downtime, max_iterations=30):
@@ -185,15 +184,10 @@ def main():
         (out / "migration.json").write_text(json.dumps({"results": results, "summary": summary(results)},
                                                        indent=2) + "\n")
     s = summary(results)
-    readme = out / "README.md"
-    text = readme.read_text() if readme.exists() else "# QEMU as a target\n\n<!-- MIGRATION -->\n<!-- /MIGRATION -->\n"
-    if "<!-- MIGRATION -->" not in text:
-        text += "\n<!-- MIGRATION -->\n<!-- /MIGRATION -->\n"
     lines = [f"- {k}: convergence called right in {v['convergence-right']} of {v['of']}; median |total-time error| "
              f"{v['median-abs-total-error'] * 100:.1f} % over the {v['compared']} that both converged"
              for k, v in s.items()]
-    block = "<!-- MIGRATION -->\n" + table(results) + "\n\n" + "\n".join(lines) + "\n<!-- /MIGRATION -->"
-    readme.write_text(MARK.sub(lambda m: block, text))
+    replace_block(out / "README.md", "MIGRATION", table(results) + "\n\n" + "\n".join(lines), "# QEMU as a target")
     print(table(results))
     print("\n".join(lines))
 

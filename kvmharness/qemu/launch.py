@@ -15,6 +15,7 @@ triple fault ends QEMU instead of looping), QMP on a unix socket.
 
 import contextlib
 import ctypes
+import functools
 import glob
 import os
 import shutil
@@ -75,8 +76,10 @@ def firmware_dirs(binary):
     return tuple(d for d in (os.path.join(prefix, f) for f in FIRMWARE_DIRS) if os.path.isdir(d))
 
 
+@functools.lru_cache(maxsize=32)
 def qemu_version(binary):
-    """(major, minor, micro) of `binary --version`."""
+    """(major, minor, micro) of `binary --version`; asked once per binary
+    and process (the pytest plugin looks QEMU up for every qemu test)."""
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20).stdout
         numbers = out.split("version", 1)[1].split()[0].split(".")
