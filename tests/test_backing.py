@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from kvmharness import cli
+from kvmharness.commands import args as cli_args
 from kvmharness._native import ffi, lib
 from kvmharness.errors import HostMemoryError
 from kvmharness.kvm import backing
@@ -42,14 +42,14 @@ def _pools():
 
 
 def test_the_cli_knows_every_backing_source():
-    assert cli.BACKING_NAMES == tuple(backing.SOURCES)
+    assert cli_args.BACKING_NAMES == tuple(backing.SOURCES)
 
 
 @pytest.mark.parametrize("selftest, ours", [
     ("anonymous", "anonymous"), ("anonymous_thp", "anonymous-thp"), ("anonymous_hugetlb_2mb", "anonymous-hugetlb-2mb"),
     ("anonymous_hugetlb_1gb", "anonymous-hugetlb-1gb"), ("shmem", "shmem"), ("shared_hugetlb", "shared-hugetlb")])
 def test_the_cli_takes_the_selftests_spelling_of_each_backing_source(selftest, ours):
-    assert cli.parse_backing(selftest) == ours == cli.parse_backing(ours)
+    assert cli_args.parse_backing(selftest) == ours == cli_args.parse_backing(ours)
 
 
 def test_an_unknown_backing_source_is_one_line_listing_ours():

@@ -32,8 +32,8 @@ def test_malformed_arguments(cli, args, fragment):
 
 
 def test_cli_mode_names_are_the_mode_table():
-    """cli.py spells the modes out to keep start-up light; they must be the table's."""
-    from kvmharness.cli import MODE_NAMES
+    """commands/args.py spells the modes out to keep start-up light; they must be the table's."""
+    from kvmharness.commands.args import MODE_NAMES
     from kvmharness.dirtyrate import modes
 
     assert MODE_NAMES == modes.NAMES

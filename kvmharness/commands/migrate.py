@@ -1,24 +1,66 @@
-"""`migrate` and `migrate-listen`: the two ends of a live migration of the
-micro-VM."""
+"""`migrate`: the source end of a live migration of the micro-VM
+(migrate_listen.py is the destination's)."""
 
-import dataclasses
-import json
-import socket
-import sys
-import time
-
-from .measuring import measurement_vm
+from .. import units
 from ..errors import HarnessError, UsageError
-from ..migration.auth import AuthError, is_loopback, load_secret
-from ..migration.destination import migrate_in
-from ..migration.model import Link, simulate_precopy
-from ..migration.predict import predict_for
-from ..migration import parameters as mp
-from ..migration.source import Aid, migrate_out
-from ..migration.timeline import plot_timeline
+from .args import add_vm_arguments, arg_type, positive_int, tcp_address
+
+
+def parse_parameter(text):
+    """'NAME=VALUE' -> (name, int or bool), as migrate-set-parameters takes it."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise UsageError(f"invalid parameter {text[:60]!r}: use NAME=VALUE")
+    if value in ("true", "false"):
+        return name, value == "true"
+    if not value.isascii() or not value.isdigit():
+        raise UsageError(f"invalid value for {name[:40]}: {value[:40]!r} (a whole number, or true/false)")
+    return name, int(value)
+
+
+def add_arguments(p):
+    """A VM's arguments, where it goes, and how its migration is run and checked."""
+    add_vm_arguments(p)
+    p.add_argument("--to", type=tcp_address, required=True, help="destination HOST:PORT")
+    p.add_argument("--downtime", type=arg_type(units.parse_duration), default=0.3,
+                   help="allowed downtime (default 300ms)")
+    p.add_argument("--max-iterations", type=positive_int, default=30)
+    p.add_argument("--bandwidth", type=arg_type(units.parse_bandwidth),
+                   help="cap the migration's own sending rate (default: as fast as the link goes)")
+    p.add_argument("--secret-file", help="shared secret the destination must prove (see migrate-listen)")
+    p.add_argument("--verify", choices=["sent", "full"], default="sent",
+                   help="sent (default): every page hashed as it is sent and received, nothing added to the "
+                        "downtime; full: all of RAM hashed with the vCPUs stopped, which also proves the "
+                        "dirty log missed no page")
+    p.add_argument("--capability", choices=["auto-converge", "dirty-limit"],
+                   help="QEMU's convergence aid: auto-converge (CPU throttling) or dirty-limit (needs the dirty "
+                        "ring: --dirty-ring-size); QEMU's trigger turns it on")
+    p.add_argument("--parameter", action="append", default=[], type=arg_type(parse_parameter), metavar="NAME=VALUE",
+                   help="a QEMU migration parameter, e.g. cpu-throttle-initial=30, cpu-throttle-tailslow=true, "
+                        "vcpu-dirty-limit=50, x-vcpu-dirty-limit-period=100 (repeatable)")
+    p.add_argument("--dirty-ring-size", type=positive_int,
+                   help="create the VM with a dirty ring of this many entries per vCPU (migration then reads "
+                        "the ring, as QEMU does with one)")
+    p.add_argument("--timeline", metavar="PNG", help="plot the guest's writes per 10 ms over the migration")
+    p.add_argument("--predict-link", type=arg_type(units.parse_bandwidth),
+                   help="first predict the migration over a link of this bandwidth (dirty-bitmap dirty(t)), "
+                        "then migrate and report both")
+    p.set_defaults(settle=0.2)
 
 
 def main(args):
+    import dataclasses
+    import json
+    import socket
+
+    from ..migration import parameters as mp
+    from ..migration.auth import load_secret
+    from ..migration.model import Link, simulate_precopy
+    from ..migration.predict import predict_for
+    from ..migration.source import Aid, migrate_out
+    from ..migration.timeline import plot_timeline
+    from .measuring import measurement_vm
+
     secret = load_secret(args.secret_file) if args.secret_file else None
     caps = {args.capability: True} if args.capability else {}
     try:
@@ -80,50 +122,3 @@ def main(args):
               + f"; verified {report.verified} ({args.verify})")
     return 0 if report.converged else 1  # the guest did not move: it runs on here
 
-
-def listen(args):
-    """Accept connections until one delivers a guest.  A connection that
-    fails the handshake (no or the wrong secret, garbage, a port scanner's
-    empty connect, silence) is refused, said on stderr, and the listener
-    goes on; once an authenticated source has begun, its migration's
-    outcome ends the command (0 resumed here, 1 refused: the guest then
-    runs on at the source)."""
-    secret = load_secret(args.secret_file) if args.secret_file else None
-    if secret is None and not is_loopback(args.host):
-        raise UsageError(f"listening on {args.host} takes --secret-file: a migration peer supplies guest "
-                         f"code and memory, so beyond loopback it must prove a shared secret")
-    try:
-        listener = socket.create_server((args.host, args.port), reuse_port=False,
-                                        family=socket.AF_INET6 if ":" in args.host else socket.AF_INET)
-    except OSError as e:
-        raise HarnessError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
-    with listener:
-        print(f"waiting for a migration on {args.host}:{listener.getsockname()[1]}"
-              f"{' (shared secret required)' if secret else ''}", file=sys.stderr, flush=True)
-        while True:
-            conn, peer = listener.accept()
-            with conn:
-                try:
-                    arrival = migrate_in(conn, secret, args.backing)
-                    break
-                except AuthError as e:
-                    print(f"refused a connection from {peer[0]}: {e}", file=sys.stderr, flush=True)
-    with arrival.vm as vm:
-        time.sleep(args.run_after)
-        # the guest ran from some moment between starting_at and resumed_at until some moment between
-        # these two readings: a bracket, whatever the host's latency in reading its clock
-        t_read = time.monotonic()
-        after, schedules = vm.counters(), vm.schedules()
-        t_read_end = time.monotonic()
-        vm.check()
-    report = {"status": "resumed", "verified": arrival.verified, "pages-received": arrival.pages_received,
-              "resume-counters": list(arrival.resume_counters), "counters-after": after,
-              "writes-after-resume": sum(after) - sum(arrival.resume_counters),
-              "seconds-after-resume": round(t_read - arrival.resumed_at, 6),
-              "seconds-after-resume-at-most": round(t_read_end - arrival.starting_at, 6),
-              "schedule-dropped-seconds": [round(s.dropped - r.dropped, 6)
-                                           for s, r in zip(schedules, arrival.resume_schedules)]}
-    print(json.dumps(report, indent=2) if args.json else
-          f"resumed, RAM verified: {arrival.verified}; the guest wrote "
-          f"{report['writes-after-resume']} times in the {args.run_after:.1f} s after resuming")
-    return 0

@@ -2,19 +2,45 @@
 pre-copy migration converges over a link, with the seed's rule and a
 pre-copy model."""
 
-import json
 import math
 
 from .. import units
-from ..dirtyrate import modes
 from ..errors import UsageError
-from ..migration.model import Link
-from ..migration.predict import TABLE_BANDWIDTHS, TABLE_DOWNTIMES, advise, predict_for
-from ..qemu.curve import predict_over_qmp
-from .measuring import measurement_vm
+from .args import MODE_NAMES, add_vm_arguments, arg_type, positive_int
+
+
+def add_arguments(p):
+    """A VM's arguments (or a QMP server's address), the link and the
+    downtime, and how dirty(t) is measured."""
+    add_vm_arguments(p)
+    p.add_argument("--downtime", type=arg_type(units.parse_duration), required=True,
+                   help="allowed downtime, e.g. 300ms")
+    p.add_argument("--bandwidth", type=arg_type(units.parse_bandwidth), required=True,
+                   help="link bandwidth, e.g. 1Gbit/s, 10Gbps, 125MB/s")
+    p.add_argument("--mode", choices=MODE_NAMES, default="dirty-bitmap",
+                   help="how dirty(t) is measured (default dirty-bitmap: it slows the guest as migration's "
+                        "own dirty logging will)")
+    p.add_argument("--max-iterations", type=positive_int, default=30)
+    p.add_argument("--table", action="store_true", help="verdicts over several bandwidths x downtimes")
+    p.add_argument("--no-tcp-overhead", dest="tcp_overhead", action="store_false",
+                   help="do not count TCP/IP framing on the link")
+    p.add_argument("--curve", choices=["one-run", "separate"], default="one-run",
+                   help="measure dirty(t) in one window with x-periods (default), or one window per point")
+    p.add_argument("--qmp", metavar="SOCKET|HOST:PORT",
+                   help="predict a running QEMU VM (or a kvmharness qmp server) instead: dirty(t) from its "
+                        "calc-dirty-rate over QMP alone (VM options are then not used)")
+    p.set_defaults(settle=0.2)
 
 
 def main(args):
+    import json
+
+    from ..dirtyrate import modes
+    from ..migration.model import Link
+    from ..migration.predict import TABLE_BANDWIDTHS, TABLE_DOWNTIMES, advise, predict_for
+    from ..qemu.curve import predict_over_qmp
+    from .measuring import measurement_vm
+
     if not 0.05 <= args.downtime <= 60:
         raise UsageError("the downtime must be between 50ms and 60s (the windows calc-dirty-rate can measure)")
     links = [args.bandwidth] + ([b for b in TABLE_BANDWIDTHS if b != args.bandwidth] if args.table else [])

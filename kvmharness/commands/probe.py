@@ -1,13 +1,20 @@
 """`probe`: describe this KVM host and calibrate the guest."""
 
-import json
-
 from .. import units
-from ..probe import CALIBRATION_MEM, probe
-from ..qemu.launch import find_qemus
+from .args import add_json_argument
+
+
+def add_arguments(p):
+    """Only --json: probe measures what it finds."""
+    add_json_argument(p)
 
 
 def main(args):
+    import json
+
+    from ..probe import CALIBRATION_MEM, probe
+    from ..qemu.launch import find_qemus
+
     report = probe()
     qemus = find_qemus()
     if args.json:

@@ -1,8 +1,8 @@
 """`qemu-check`: QEMU's calc-dirty-rate next to exact ground truth (qemu/check.py)."""
 
-import json
-
-from ..qemu.check import CheckPlan, run_check
+from .. import patterns, units
+from ..errors import UsageError
+from .args import MODE_NAMES, add_json_argument, arg_type, positive_int, seed
 
 # page-sampling first: after a dirty-bitmap window QEMU stops dirty logging,
 # but on a shadow-paging (nested) host every page stays write-protected until
@@ -12,12 +12,59 @@ from ..qemu.check import CheckPlan, run_check
 MODE_ORDER = ("page-sampling", "dirty-bitmap", "dirty-ring")
 
 
+def parse_modes(text):
+    """'dirty-bitmap,page-sampling' -> a tuple of calc-dirty-rate modes."""
+    names = tuple(t.strip() for t in text.split(","))
+    for name in names:
+        if name not in MODE_NAMES:
+            raise UsageError(f"unknown mode {name[:40]!r}: one of {', '.join(MODE_NAMES)}")
+    return names
+
+
+def parse_durations(text):
+    """'1s,2s' or '200ms,1s' -> seconds, each 50 ms .. 60 s (calc-dirty-rate's range)."""
+    out = tuple(units.parse_duration(t.strip()) for t in text.split(","))
+    for d in out:
+        if not 0.05 <= d <= 60:
+            raise UsageError(f"a window of {d * 1e3:g} ms is outside calc-dirty-rate's 50ms..60s")
+    return out
+
+
+def add_arguments(p):
+    """Which QEMU, the workload in its guest, the windows and modes to check."""
+    p.add_argument("--qemu", metavar="PATH",
+                   help="the QEMU binary (default: the newest QEMU found: on PATH, or unpacked by scripts/setup.sh "
+                        "into .venv/qemu; `probe` lists them)")
+    p.add_argument("--mem", type=arg_type(units.parse_size), default=units.parse_size("1GiB"),
+                   help="the writer's region in the QEMU guest, e.g. 1GiB, 4GiB (default 1GiB)")
+    p.add_argument("--wps", type=arg_type(units.parse_rate), default=units.parse_rate("3M"),
+                   help="writes per second (default 3M)")
+    p.add_argument("--pattern", type=arg_type(patterns.parse_pattern), default="random",
+                   help=f"which pages the writer picks: {patterns.PATTERN_HELP} (default random)")
+    p.add_argument("--modes", type=arg_type(parse_modes), default=tuple(MODE_NAMES),
+                   help="comma-separated calc-dirty-rate modes (default: all three)")
+    p.add_argument("--calc-times", type=arg_type(parse_durations), default=(1.0,),
+                   help="comma-separated windows, e.g. 1s,2s or 200ms,1s (default 1s); a QEMU without "
+                        "calc-time-unit (before 8.2) measures whole seconds only")
+    p.add_argument("--dirty-ring-size", type=positive_int, default=65536,
+                   help="QEMU's dirty-ring-size for the dirty-ring mode (default 65536)")
+    p.add_argument("--repeat", type=positive_int, default=1, help="measurements per mode and window (default 1)")
+    p.add_argument("--seed", type=seed, default=1, help="PRNG seed of the writer (default 1)")
+    p.add_argument("--no-ours", dest="ours", action="store_false",
+                   help="do not also measure the workload on kvmharness's own VM")
+    add_json_argument(p)
+
+
 def _range(values, fmt="{:.0f}"):
     lo, hi = min(values), max(values)
     return fmt.format(lo) if round(lo) == round(hi) else f"{fmt.format(lo)}..{fmt.format(hi)}"
 
 
 def main(args):
+    import json
+
+    from ..qemu.check import CheckPlan, run_check
+
     ordered = tuple(m for m in MODE_ORDER if m in args.modes)
     plan = CheckPlan(mem=args.mem, wps=args.wps, pattern=args.pattern, modes=ordered,
                      calc_ms=tuple(round(s * 1000) for s in args.calc_times), dirty_ring_size=args.dirty_ring_size,

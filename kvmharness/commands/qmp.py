@@ -7,23 +7,34 @@ unix socket removed on every path.  A socket left behind by a server that is
 gone is replaced; one a live server still answers on is refused.
 """
 
-import asyncio
 import os
 import signal
-import socket
-import stat
 
 from ..errors import HarnessError, Signalled, UsageError
-from ..migration.auth import load_secret
-from ..qmp import QmpServer
-from .measuring import measurement_vm, ring_size_for
+from .args import add_aid_arguments, add_vm_arguments, positive_int, tcp_address
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
+def add_arguments(p):
+    """A VM's arguments, where to serve, the secret, and the dirty limit."""
+    add_vm_arguments(p)
+    p.add_argument("--socket", help="unix socket path to serve on (created with mode 0600)")
+    p.add_argument("--tcp", type=tcp_address, help="also serve on TCP, [HOST:]PORT (host defaults to 127.0.0.1)")
+    p.add_argument("--dirty-ring-size", type=positive_int,
+                   help="create the VM with a dirty ring of this many entries per vCPU "
+                        "(offers mode dirty-ring instead of dirty-bitmap, as in QEMU)")
+    p.add_argument("--secret-file", help="shared secret that QMP migrate's destinations must prove")
+    add_aid_arguments(p, throttle=False)
+    p.set_defaults(settle=0.0)
+
+
 def claim_socket_path(path):
     """Make `path` free for our unix socket, or say why it cannot be."""
+    import socket
+    import stat
+
     if not path:
         raise UsageError("--socket needs a path")
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
@@ -47,6 +58,12 @@ def claim_socket_path(path):
 
 
 def main(args):
+    import asyncio
+
+    from ..migration.auth import load_secret
+    from ..qmp import QmpServer
+    from .measuring import measurement_vm, ring_size_for
+
     if args.socket is None and args.tcp is None:
         raise UsageError("say where to serve: --socket PATH and/or --tcp [HOST:]PORT")
     secret = load_secret(args.secret_file) if args.secret_file else None

@@ -1,16 +1,18 @@
 """`run`: drive the guest writer for a while and report what it achieved."""
 
-import json
 from dataclasses import dataclass
 
 from .. import units
 from ..errors import UsageError
-from ..microvm.machine import MicroVm, VmConfig
-from ..microvm.writer import measure_writer
-from ..convergence.cpu_throttle import CpuThrottle
-from ..convergence.dirty_limit import DirtyLimit
-from ..microvm.guest import PAGE_SIZE
-from .measuring import ring_size_for, writer_options
+from .args import add_aid_arguments, add_vm_arguments, arg_type
+
+
+def add_arguments(p):
+    """A VM's arguments, how long to write, and the convergence aids."""
+    add_vm_arguments(p)
+    p.add_argument("--duration", type=arg_type(units.parse_duration), default=2.0,
+                   help="how long to write after the warm-up, e.g. 500ms, 2s (default 2s)")
+    add_aid_arguments(p)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class RunResult:
 
 
 def _mb_s(pages, seconds):
+    from ..microvm.guest import PAGE_SIZE
+
     return pages * PAGE_SIZE / (1 << 20) / seconds
 
 
@@ -89,6 +93,11 @@ def run(mem, wps, duration, vcpus=1, pattern="random", seed=1, prefault=True, wr
     """`writes` here count accesses; with a write percentage below 100,
     `reads` of them were reads.  With a dirty limit, each vCPU's distinct
     pages are replayed too (the rate the limit holds)."""
+    from ..convergence.cpu_throttle import CpuThrottle
+    from ..convergence.dirty_limit import DirtyLimit
+    from ..microvm.machine import MicroVm, VmConfig
+    from ..microvm.writer import measure_writer
+
     config = VmConfig(mem=mem, vcpus=vcpus, seed=seed, prefault=prefault, dirty_ring_entries=aids.ring_entries,
                       backing=backing, slots=slots)
     with MicroVm(config) as vm:
@@ -108,6 +117,10 @@ def run(mem, wps, duration, vcpus=1, pattern="random", seed=1, prefault=True, wr
 
 
 def main(args):
+    import json
+
+    from .measuring import ring_size_for, writer_options
+
     if args.duration <= 0:
         raise UsageError("the duration must be more than 0")
     aids = Aids(args.dirty_limit, args.dirty_limit_period, ring_size_for(args) or 0, args.cpu_throttle)

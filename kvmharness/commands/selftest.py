@@ -2,16 +2,22 @@
 table or JSON, write JUnit XML for CI; exit 0 only if every check that
 could run passed."""
 
-import json
 import os
-import platform
 import sys
 
 from .. import __version__
 from ..errors import UsageError
-from ..probe import probe
-from ..selftest import check_hide, run_selftest
-from ..selftest.report import junit_xml, passed, table, to_json
+from .args import add_json_argument
+
+
+def add_arguments(p):
+    """How long, where the reports go, and which capabilities to hide."""
+    p.add_argument("--quick", action="store_true", help="smaller VMs and one window per check (seconds)")
+    p.add_argument("--junit-xml", metavar="PATH", help="also write the results as JUnit XML, for CI")
+    add_json_argument(p)
+    p.add_argument("--hide", nargs="+", action="extend", default=[], metavar="CAP",
+                   help="treat a capability as absent: dirty-ring, dirty-ring-acq-rel, manual-protect "
+                        "(the checks needing it skip, the rest take the host's fallback)")
 
 
 def _check_writable(path):
@@ -28,6 +34,13 @@ def _progress(result):
 
 
 def main(args):
+    import json
+    import platform
+
+    from ..probe import probe
+    from ..selftest import check_hide, run_selftest
+    from ..selftest.report import junit_xml, passed, table, to_json
+
     check_hide(args.hide)
     if args.junit_xml:
         _check_writable(args.junit_xml)

@@ -1,0 +1,135 @@
+"""The argument types and argument groups that several commands share.
+
+Every command module declares its own arguments beside its handler; what
+more than one of them takes (a VM's options, the backing source, the
+convergence aids, the mode names) lives here, so that each is spelled, and
+reports its mistakes, the same way everywhere.  Every command imports it to
+parse its arguments, before it knows whether it will run, so it stays
+light: the standard library and the cross-cutting parsers only.
+"""
+
+import argparse
+
+from .. import patterns, units
+from ..errors import UsageError
+
+# The names of dirtyrate/modes.py's table (importing it would load the
+# engine and the native extension for every command, --help included);
+# tests/test_cli_errors.py checks that the two agree.
+MODE_NAMES = ("page-sampling", "dirty-ring", "dirty-bitmap")
+
+
+def arg_type(parser):
+    """Wrap a parser that raises UsageError (units, patterns, ours) as an
+    argparse type, so argparse reports its message as a usage error."""
+
+    def convert(text):
+        try:
+            return parser(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = parser.__name__.replace("parse_", "")
+    return convert
+
+
+def parse_seed(text):
+    """Decimal or 0x..., ASCII digits, no digit separators: 0 .. 2^64 - 1."""
+    if not text.strip().isascii() or "_" in text:
+        raise UsageError(f"invalid seed {text[:40]!r}: use a whole number")
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise UsageError(f"invalid seed {text[:40]!r}: use a whole number") from None
+    if not 0 <= value < 1 << 64:
+        raise UsageError("invalid seed: it must fit in 64 bits")
+    return value
+
+
+positive_int = arg_type(units.parse_count)
+tcp_address = arg_type(units.parse_tcp_address)
+seed = arg_type(parse_seed)
+
+
+def parse_limit_period(text):
+    """The dirty limit's period, within QEMU's range for it."""
+    return units.parse_count(text, "dirty limit period (ms)", 1, 1000)
+
+
+def parse_percent(text):
+    """A CPU throttle percentage, within auto-converge's range."""
+    return units.parse_count(text, "CPU throttle (%)", 1, 99)
+
+
+def add_aid_arguments(p, throttle=True):
+    """The convergence aids outside a migration: a dirty limit, CPU throttling."""
+    p.add_argument("--dirty-limit", type=positive_int, metavar="MB/S",
+                   help="limit every vCPU's dirty page rate to this many MB/s (QEMU's set-vcpu-dirty-limit; "
+                        "needs a dirty ring: --dirty-ring-size, default 1024 entries here)")
+    p.add_argument("--dirty-limit-period", type=arg_type(parse_limit_period), default=1000, metavar="MS",
+                   help="how often the dirty limit measures and adjusts, 1..1000 ms (default 1000, QEMU's)")
+    if throttle:
+        p.add_argument("--cpu-throttle", type=arg_type(parse_percent), metavar="PCT",
+                       help="throttle every vCPU to (100 - PCT) %% of its time, as auto-converge does (1..99)")
+        p.add_argument("--dirty-ring-size", type=positive_int,
+                       help="dirty ring entries per vCPU (with --dirty-limit; default 1024)")
+
+
+BACKING_NAMES = ("anonymous", "anonymous-thp", "anonymous-hugetlb-2mb", "anonymous-hugetlb-1gb", "shmem",
+                 "shared-hugetlb")
+BACKING_HELP = ("host memory behind the data region: " + ", ".join(BACKING_NAMES) + " (default anonymous; "
+                "hugetlb sources need pages reserved in /sys/kernel/mm/hugepages/hugepages-*/nr_hugepages)")
+
+
+def parse_backing(text):
+    """A backing source's name (kvm/backing.py's table, copied here so that
+    --help does not load the KVM layer; tests/test_backing.py checks them),
+    or the KVM selftests' spelling of it (dirty_log_perf_test -s
+    anonymous_thp, anonymous_hugetlb_2mb, ...: underscores for our hyphens)."""
+    name = text.replace("_", "-")
+    if name not in BACKING_NAMES:
+        raise UsageError(f"unknown backing source {text[:40]!r}: one of {', '.join(BACKING_NAMES)} (or the "
+                         f"selftests' spelling with underscores)")
+    return name
+
+
+def parse_slots(text):
+    """How many memslots the data region is cut into."""
+    return units.parse_count(text, "memslots", 1, 512)
+
+
+def add_backing_arguments(p):
+    """Where the data region lives: its backing source and its memslots."""
+    p.add_argument("--backing", type=arg_type(parse_backing), default="anonymous", help=BACKING_HELP)
+    p.add_argument("--slots", type=arg_type(parse_slots), default=1,
+                   help="memslots the data region is split into, at 2 MiB boundaries (default 1)")
+
+
+def add_json_argument(p):
+    """--json, as every command that reports a result takes it."""
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_vm_arguments(p, wps_default="3M"):
+    """Arguments every command that builds a VM takes."""
+    p.add_argument("--mem", type=arg_type(units.parse_size), default=units.parse_size("1GiB"),
+                   help="data slot size, e.g. 512MiB, 1GiB, 4G (default 1GiB)")
+    p.add_argument("--wps", type=arg_type(units.parse_rate), default=units.parse_rate(wps_default),
+                   help=f"writes per second per vCPU, e.g. 3M, 250k, 0 = unlimited (default {wps_default})")
+    p.add_argument("--vcpus", type=positive_int, default=1,
+                   help="vCPUs, each writing its own slice (or all the slot with --shared-region)")
+    p.add_argument("--pattern", type=arg_type(patterns.parse_pattern), default="random",
+                   help=f"which pages the writer picks: {patterns.PATTERN_HELP} (default random)")
+    p.add_argument("--write-percent", type=arg_type(patterns.parse_write_percent), default=100,
+                   help="percentage of accesses that write; the rest read the page they picked (default 100); "
+                        "--wps then counts accesses")
+    p.add_argument("--burst", type=arg_type(patterns.parse_burst),
+                   help="write for ON, idle for OFF, repeating, e.g. 200ms/800ms (default: no bursts)")
+    p.add_argument("--shared-region", action="store_true",
+                   help="every vCPU writes the whole data slot (default: disjoint slices)")
+    p.add_argument("--seed", type=seed, default=1, help="PRNG seed of the writer (default 1)")
+    p.add_argument("--no-prefault", dest="prefault", action="store_false",
+                   help="do not populate the data slot (MADV_POPULATE_WRITE) before boot; "
+                        "the warm-up then pays for host page allocation")
+    add_backing_arguments(p)
+    add_json_argument(p)
