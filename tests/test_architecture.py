@@ -64,3 +64,58 @@ def test_imports_respect_the_layers(path):
         layer = _layer(target or "")
         if layer is not None:
             assert layer in allowed, f"{path.relative_to(PACKAGE)} imports {target} ({own} may not use {layer})"
+
+
+def _module_name(path):
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(("kvmharness",) + (parts[:-1] if parts[-1] == "__init__" else parts))
+
+
+MODULES = {_module_name(p): p for p in FILES}
+
+
+def _module_of(target):
+    """kvmharness.kvm.vm.Vm -> kvmharness.kvm.vm: the module an import loads
+    (a name imported from a module belongs to the module)."""
+    while target and target not in MODULES:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def _cycle(graph):
+    """One import cycle in `graph` (module -> the modules it imports), as a
+    list of modules, or None: depth-first search for a back edge."""
+    state, stack = {}, []
+
+    def visit(module):
+        state[module] = "open"
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        stack.pop()
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return None
+
+
+def test_no_import_cycles():
+    """No module imports itself back through others, counting imports made
+    inside functions: a lazy import hides a cycle from Python, not from the
+    reader (kvm/system.py and kvm/vm.py once imported each other so)."""
+    graph = {name: {m for t in _imports(path) if (m := _module_of(t or "")) and m != name}
+             for name, path in MODULES.items()}
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycle(graph) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None

@@ -1,12 +1,14 @@
 """`Kvm`: the /dev/kvm file descriptor and its system ioctls."""
 
-import contextlib
 import errno
 import os
 
 from ..errors import CapabilityMissing, KvmIoctlError, KvmUnavailable
 from . import uapi
+# hidden_capabilities lives in capability.py; selftest and the tests take it from here
+from .capability import check_extension, hidden_capabilities  # noqa: F401 - re-exported
 from .ioctl import close_fd, ioctl
+from .vm import Vm
 
 DEFAULT_DEVICE = os.environ.get("KVMHARNESS_DEVICE", "/dev/kvm")  # for tests of a missing device
 
@@ -18,37 +20,6 @@ REQUIRED_CAPS = {
     "KVM_CAP_GET_TSC_KHZ": "the writer paces itself by the TSC",
     "KVM_CAP_IMMEDIATE_EXIT": "vCPUs must be kicked out of KVM_RUN",
 }
-
-
-_hidden = frozenset()  # KVM_CAP_* numbers that KVM_CHECK_EXTENSION reports as 0 (hidden_capabilities)
-
-
-def cap_number(cap):
-    """A KVM_CAP_* name or number -> the number."""
-    return getattr(uapi, cap) if isinstance(cap, str) else cap
-
-
-@contextlib.contextmanager
-def hidden_capabilities(caps):
-    """Within, every Kvm and Vm of this process answers KVM_CHECK_EXTENSION
-    with 0 for `caps` (names or numbers), as a host without them would:
-    what takes a missing capability's fallback (the plain dirty ring when
-    ACQ_REL is hidden, GET-only dirty logging without manual protection)
-    takes it for real, so `selftest --hide` shows how a host lacking them
-    behaves, on the host that has them."""
-    global _hidden
-    before = _hidden
-    _hidden = before | {cap_number(c) for c in caps}
-    try:
-        yield
-    finally:
-        _hidden = before
-
-
-def check_extension(fd, cap):
-    """KVM_CHECK_EXTENSION on a system or VM fd, hidden capabilities reading 0."""
-    number = cap_number(cap)
-    return 0 if number in _hidden else ioctl(fd, "KVM_CHECK_EXTENSION", number)
 
 
 class Kvm:
@@ -108,8 +79,6 @@ class Kvm:
                 nent *= 2
 
     def create_vm(self):
-        from .vm import Vm
-
         return Vm(self, ioctl(self.fd, "KVM_CREATE_VM", 0))
 
     def close(self):

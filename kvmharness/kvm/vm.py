@@ -2,8 +2,9 @@
 
 from ..errors import UsageError
 from . import uapi
+from .capability import check_extension
 from .ioctl import close_fd, ioctl
-from .system import check_extension
+from .vcpu import Vcpu
 
 
 class Vm:
@@ -44,8 +45,6 @@ class Vm:
         self.enable_cap(cap, ring_bytes)
 
     def create_vcpu(self, vcpu_id):
-        from .vcpu import Vcpu
-
         fd = ioctl(self.fd, "KVM_CREATE_VCPU", vcpu_id)
         self.vcpus_created += 1
         try:
