@@ -21,16 +21,16 @@ class Mode:
     ring: bool | None  # the VM must have a dirty ring (True), must not (False), either (None)
     hmp_flag: str | None  # calc_dirty_rate's option for it
     exact: bool  # counts every dirtied page (False: estimates from samples)
-    tracker: object  # tracker(vm, sample_pages) -> a tracker (trackers/__init__.py)
+    tracker: object  # tracker(vm, sample_pages, log_stop) -> a tracker (trackers/__init__.py)
 
     def enabled_on(self, has_ring):
         return self.ring is None or self.ring == has_ring
 
 
 MODES = (  # QEMU's order of DirtyRateMeasureMode
-    Mode("page-sampling", None, None, False, PageSamplingTracker),
-    Mode("dirty-ring", True, "-r", True, lambda vm, sample_pages: DirtyRingTracker(vm)),
-    Mode("dirty-bitmap", False, "-b", True, lambda vm, sample_pages: DirtyBitmapTracker(vm)),
+    Mode("page-sampling", None, None, False, lambda vm, sample_pages, log_stop: PageSamplingTracker(vm, sample_pages)),
+    Mode("dirty-ring", True, "-r", True, lambda vm, sample_pages, log_stop: DirtyRingTracker(vm, log_stop)),
+    Mode("dirty-bitmap", False, "-b", True, lambda vm, sample_pages, log_stop: DirtyBitmapTracker(vm, log_stop)),
 )
 BY_NAME = {m.name: m for m in MODES}
 NAMES = tuple(BY_NAME)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import DirtyRateError, HarnessError
-from . import modes
+from . import log_stop as log_stops, modes
 from .engine import POLL_SECONDS, measure_window
 from .theory import expected_dirty_pages, pages_to_mib_per_s
 
@@ -48,6 +48,7 @@ class CalcRequest:
     mode: str
     start_time: int  # wall-clock seconds, as QEMU
     periods_ms: tuple = ()  # x-periods: ascending, the last one calc_time_ms
+    log_stop: str = log_stops.QEMU  # x-log-stop, resolved: how an exact mode stops logging (log_stop.py)
 
 
 def default_periods(calc_time_ms):
@@ -101,6 +102,7 @@ class VcpuDirtyRate:
     dirty_pages: int | None
     dirty_events: int | None
     dirty_rate: int | None  # MiB/s
+    asked_wps: int = 0  # accesses/s the writer was asked for at the window's start (0: unlimited)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,28 @@ class DirtyRateResult:
     dirty_samples: int | None = None
     periods: tuple = ()  # PeriodResult, ascending; the last is the window itself
     zero_pages: float | None = None  # x-zero-pages
+    log_stop: str | None = None  # how the exact modes stopped logging (log_stop.py); None in page-sampling
+    edge_times: tuple = ()  # perf_counter() of the start and end edges (host clock, not reported)
+
+    @property
+    def guest_wps(self):
+        """The guest's accesses per second in the window, all vCPUs: what
+        it managed under this measurement."""
+        return self.guest_writes / (self.window_us / 1e6)
+
+    @property
+    def asked_wps(self):
+        """The accesses per second its writers were asked for, all vCPUs;
+        None when any writes unlimited."""
+        asked = [v.asked_wps for v in self.vcpus]
+        return None if not all(asked) else sum(asked)
+
+    @property
+    def ratio_to_asked(self):
+        """guest_wps over asked_wps: how much of its pace the guest kept
+        while measured (None when unlimited)."""
+        asked = self.asked_wps
+        return None if asked is None else self.guest_wps / asked
 
 
 def validate_calc_dirty_rate(calc_time, calc_time_unit, sample_pages, mode, enabled_modes):
@@ -178,9 +202,10 @@ class DirtyRateMonitor:
         return modes.enabled_modes(self.vm.ring is not None)
 
     def calc_dirty_rate(self, calc_time, calc_time_unit="second", sample_pages=None, mode=modes.DEFAULT,
-                        periods=None):
+                        periods=None, log_stop=None):
         """Start a measurement; checks in QEMU's order, with QEMU's messages,
-        then x-periods' (`periods`, ms; None: default_periods)."""
+        then x-periods' (`periods`, ms; None: default_periods) and
+        x-log-stop's (log_stop.py; None: its default)."""
         with self._lock:
             if self._state.status is DirtyRateStatus.MEASURING:
                 raise DirtyRateError("the dirty rate is already being measured.")
@@ -190,7 +215,8 @@ class DirtyRateMonitor:
                 calc_time, calc_time_unit, sample_pages, mode, self.enabled_modes
             )
             periods = validate_periods(periods, calc_time_ms)
-            request = CalcRequest(calc_time_ms, calc_time_unit, sample_pages, mode, int(time.time()), periods)
+            request = CalcRequest(calc_time_ms, calc_time_unit, sample_pages, mode, int(time.time()), periods,
+                                  log_stops.resolve(log_stop))
             self._state = DirtyRateState(DirtyRateStatus.MEASURING, request, None, None)
             self._done.clear()
             self._thread = threading.Thread(target=self._measure, args=(request,),
@@ -200,12 +226,13 @@ class DirtyRateMonitor:
     def _measure(self, request):
         result = error = None
         try:
-            tracker = modes.BY_NAME[request.mode].tracker(self.vm, request.sample_pages)
+            tracker = modes.BY_NAME[request.mode].tracker(self.vm, request.sample_pages, request.log_stop)
+            asked = tuple(s.wps for s in self.vm.writer.states())
             window = measure_window(tracker, request.calc_time_ms / 1000, self._end_lead.get(request.mode),
                                     self.poll_seconds, self._cancel,
                                     periods=tuple(p / 1000 for p in request.periods_ms[:-1]))
             self._end_lead[request.mode] = window.end.lead
-            result = self._result_of(request, window)
+            result = self._result_of(request, window, asked)
         except BaseException as e:  # reported through state() / wait, never lost
             error = e
         with self._lock:
@@ -214,7 +241,7 @@ class DirtyRateMonitor:
         for listener in list(self.listeners):
             listener(self, result, error)
 
-    def _result_of(self, request, window):
+    def _result_of(self, request, window, asked):
         count = window.count
         seconds = window.seconds
         writes = window.guest_writes()
@@ -225,7 +252,7 @@ class DirtyRateMonitor:
             pages = count.vcpu_pages[k] if count.vcpu_pages else None
             events = count.vcpu_events[k] if count.vcpu_events else None
             rate = int(pages_to_mib_per_s(pages, seconds)) if pages is not None else None
-            vcpus.append(VcpuDirtyRate(k, w, pages, events, rate))
+            vcpus.append(VcpuDirtyRate(k, w, pages, events, rate, asked[k]))
         confidence = None
         if count.confidence_pages:
             confidence = tuple(pages_to_mib_per_s(p, seconds) for p in count.confidence_pages)
@@ -251,6 +278,8 @@ class DirtyRateMonitor:
             dirty_samples=count.dirty_samples,
             periods=periods,
             zero_pages=window.zero_pages,
+            log_stop=request.log_stop if modes.BY_NAME[request.mode].exact else None,
+            edge_times=(window.start.time, window.end.time),
         )
 
     def _periods_of(self, request, window):
@@ -279,9 +308,10 @@ class DirtyRateMonitor:
             raise HarnessError(f"the dirty rate measurement failed: {error!r}") from error
         return self.state().result
 
-    def measure(self, calc_time, calc_time_unit="second", sample_pages=None, mode=modes.DEFAULT, periods=None):
+    def measure(self, calc_time, calc_time_unit="second", sample_pages=None, mode=modes.DEFAULT, periods=None,
+                log_stop=None):
         """calc_dirty_rate, then wait for its result."""
-        self.calc_dirty_rate(calc_time, calc_time_unit, sample_pages, mode, periods)
+        self.calc_dirty_rate(calc_time, calc_time_unit, sample_pages, mode, periods, log_stop)
         return self.wait(calc_time * TIME_UNITS[calc_time_unit] / 1000 + 60)
 
     def close(self, timeout=10.0):

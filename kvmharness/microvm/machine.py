@@ -390,19 +390,40 @@ class MicroVm(WriterHost):
                                            self.data.addr + slot.first_page * guest.PAGE_SIZE, flags)
         self.data_flags = flags
 
-    def set_dirty_logging(self, enabled, owner):
+    def set_dirty_logging(self, enabled, owner, recreate=False):
         """Ask for KVM_MEM_LOG_DIRTY_PAGES on the data memslots on behalf of
         `owner` (a tracker, a migration, the dirty limit), or give it up:
         the flag stays on while anyone holds it, as QEMU's global dirty
         log is on while any of its users (migration, dirty rate, dirty
-        limit) wants it."""
+        limit) wants it.  When the last owner gives it up with `recreate`,
+        the data memslots are deleted and added again instead of having
+        the flag cleared (dirtyrate/log_stop.py says why)."""
         if enabled:
             self._logging_owners.add(owner)
         else:
             self._logging_owners.discard(owner)
         flags = uapi.KVM_MEM_LOG_DIRTY_PAGES if self._logging_owners else 0
-        if flags != self.data_flags:
+        if flags == self.data_flags:
+            return
+        if recreate and not flags:
+            self._recreate_data_slots()
+        else:
             self._set_data_slots(flags)
+
+    def _recreate_data_slots(self):
+        """Delete the data memslots and add them again without dirty
+        logging: KVM zaps every SPTE that maps them (kvm_arch_flush_shadow_memslot),
+        so no page stays write-protected.  The vCPUs stay out of the guest
+        meanwhile, since a guest access to a deleted slot would exit to us
+        as MMIO; the dirty rings are emptied first, as their entries name
+        the slots (a reset after the re-add would protect pages again)."""
+        with self.vcpus_stopped():
+            if self.ring is not None:
+                self.ring.harvest()
+            for slot in self.data_slots:
+                self.vm.set_user_memory_region(slot.id, slot.gpa, 0,
+                                               self.data.addr + slot.first_page * guest.PAGE_SIZE)
+            self._set_data_slots(0)
 
     def data_words(self):
         """The data slot as a uint64 array (a view: valid until close)."""

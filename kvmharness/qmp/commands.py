@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from .. import __version__
-from ..dirtyrate import modes
+from ..dirtyrate import log_stop, modes
 from ..dirtyrate.monitor import TIME_UNITS, DirtyRateStatus
 from ..errors import QmpError
 from ..microvm.guest import PAGE_SIZE
@@ -55,7 +55,8 @@ def _calc_dirty_rate(ctx, a):
         raise QmpError(f"mode {a['mode']} cannot measure while a migration is in progress; "
                        "use page-sampling or wait for the migration to end")
     ctx.monitor.calc_dirty_rate(a["calc-time"], a.get("calc-time-unit", "second"),
-                                a.get("sample-pages"), a.get("mode", modes.DEFAULT), a.get("x-periods"))
+                                a.get("sample-pages"), a.get("mode", modes.DEFAULT), a.get("x-periods"),
+                                a.get("x-log-stop"))
     return {}
 
 
@@ -173,6 +174,7 @@ COMMANDS = {
             Arg("sample-pages", "int"),
             Arg("mode", "enum", values=modes.NAMES),
             Arg("x-periods", "array"),
+            Arg("x-log-stop", "enum", values=log_stop.NAMES),
         ), _calc_dirty_rate),
         Command("query-dirty-rate", (UNIT,), _query_dirty_rate),
         Command("human-monitor-command", (Arg("command-line", "str", required=True),

@@ -119,6 +119,7 @@ def format_dirty_rate_info(info):
                  "seconds since the epoch, period in whole seconds, as QEMU prints them)")
     lines.append(f"Expected from the guest's writes: {info['x-expected-rate']:.1f} MiB/s "
                  f"({info['x-guest-writes']} writes)")
+    lines.append(_guest_rate_line(info["x-guest-rate"]))
     lines.append(f"Dirty pages: {info['x-dirty-pages']}")
     if info.get("x-dirty-events") is not None:
         lines.append(f"Dirty ring entries: {info['x-dirty-events']}")
@@ -134,6 +135,13 @@ def format_dirty_rate_info(info):
     overhead = ", ".join(f"{k} {v:.2f}" for k, v in info["x-overhead"].items() if k != "total")
     lines.append(f"Overhead: {info['x-overhead']['total']:.2f} ms ({overhead})")
     return "\n".join(lines)
+
+
+def _guest_rate_line(rate):
+    if rate["asked-wps"] is None:
+        return f"Guest rate in the window: {rate['wps']:.0f} writes/s (asked: unlimited)"
+    return (f"Guest rate in the window: {rate['wps']:.0f} writes/s of {rate['asked-wps']} asked "
+            f"({rate['ratio']:.1%})")
 
 
 def _set_vcpu_dirty_limit(dirty_limit, words):

@@ -51,6 +51,7 @@ def _result_fields(result, calc_time_unit):
         "x-dirty-pages": int(result.dirty_pages) if exact else round(result.dirty_pages, 1),
         "x-dirty-events": result.dirty_events,
         "x-guest-writes": result.guest_writes,
+        "x-guest-rate": _guest_rate(result),
         "x-window-us": result.window_us,
         "x-expected-rate": round(result.expected_rate, 3),
         "x-confidence": None if result.confidence is None
@@ -58,7 +59,7 @@ def _result_fields(result, calc_time_unit):
         "x-overhead": result.overhead,
         "x-vcpu": [
             {"id": v.id, "guest-writes": v.guest_writes, "dirty-pages": v.dirty_pages,
-             "dirty-events": v.dirty_events}
+             "dirty-events": v.dirty_events, "asked-wps": v.asked_wps}
             for v in result.vcpus
         ],
         "x-edges": {side: [list(pair) for pair in pairs] for side, pairs in result.edges.items()},
@@ -69,7 +70,18 @@ def _result_fields(result, calc_time_unit):
     fields["x-periods"] = [_period(p, exact) for p in result.periods]
     if result.zero_pages is not None:
         fields["x-zero-pages"] = int(result.zero_pages) if exact else round(result.zero_pages, 1)
+    if result.log_stop is not None:
+        fields["x-log-stop"] = result.log_stop
     return fields
+
+
+def _guest_rate(result):
+    """The guest's accesses/s in the window against the rate its writers
+    were asked for (null when one writes unlimited): what measuring cost it
+    while the window was open."""
+    ratio = result.ratio_to_asked
+    return {"wps": round(result.guest_wps, 1), "asked-wps": result.asked_wps,
+            "ratio": None if ratio is None else round(ratio, 4)}
 
 
 def _period(p, exact):

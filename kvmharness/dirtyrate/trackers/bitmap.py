@@ -11,6 +11,7 @@ import numpy as np
 
 from ...microvm.page_hash import count_zero_pages
 from .count import Count
+from .. import log_stop as log_stops
 from ..window import Overhead, cut
 
 SETTLE_ROUNDS = 4
@@ -20,8 +21,9 @@ SETTLED_PAGES = 256  # re-protecting this few pages takes microseconds
 class DirtyBitmapTracker:
     mode = "dirty-bitmap"
 
-    def __init__(self, vm):
+    def __init__(self, vm, log_stop=log_stops.QEMU):
         self.vm = vm
+        self.log_stop = log_stop  # dirtyrate/log_stop.py: clear-flag or recreate-slot
         self.npages = vm.slot_pages
         # KVM writes ALIGN(npages, 64) / 8 bytes
         self.bitmap = np.zeros(-(-self.npages // 64), dtype=np.uint64)
@@ -90,4 +92,4 @@ class DirtyBitmapTracker:
 
     def close(self):
         with self.overhead.timed("disable-logging"):
-            self.vm.set_dirty_logging(False, self)
+            self.vm.set_dirty_logging(False, self, recreate=self.log_stop == log_stops.RECREATE_SLOT)

@@ -15,6 +15,7 @@ schedule afterwards (microvm/writer.py).
 from ...microvm.dirty_ring import RingSink
 from ...microvm.page_hash import count_zero_pages
 from .count import Count
+from .. import log_stop as log_stops
 from ..window import Overhead, stopped_cut
 
 SETTLE_ROUNDS = 4
@@ -24,8 +25,9 @@ SETTLED_ENTRIES = 256
 class DirtyRingTracker:
     mode = "dirty-ring"
 
-    def __init__(self, vm):
+    def __init__(self, vm, log_stop=log_stops.QEMU):
         self.vm = vm
+        self.log_stop = log_stop  # dirtyrate/log_stop.py: clear-flag or recreate-slot
         self.rings = vm.ring
         self.sink = RingSink(len(vm.vcpus), vm.slot_pages)
         self.overhead = Overhead()
@@ -87,5 +89,5 @@ class DirtyRingTracker:
     def close(self):
         self.rings.swap_sink(None)
         with self.overhead.timed("disable-logging"):
-            self.vm.set_dirty_logging(False, self)
+            self.vm.set_dirty_logging(False, self, recreate=self.log_stop == log_stops.RECREATE_SLOT)
             self.rings.harvest()  # whatever came in after the window
