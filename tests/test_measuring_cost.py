@@ -171,3 +171,26 @@ def test_calc_dirty_rate_json_carries_the_guests_rate(cli):
     info = json.loads(out.stdout)
     assert info["x-guest-rate"]["asked-wps"] == WPS and info["x-guest-rate"]["wps"] > 0
     assert info["x-log-stop"] == log_stop.resolve(None)
+
+
+def test_the_cli_spells_the_log_stops_of_the_table():
+    from kvmharness.commands.calc import LOG_STOP_NAMES
+
+    assert set(LOG_STOP_NAMES) == set(log_stop.NAMES) and LOG_STOP_NAMES[-1] == log_stop.DEFAULT
+
+
+@pytest.mark.kvm
+def test_bench_measuring_cost_writes_its_table_and_plots(cli, tmp_path):
+    out = cli("bench", "--measuring-cost", "--quick", "--sizes", "64MiB", "--out", str(tmp_path), timeout=300)
+    assert out.returncode == 0, out.stderr
+    for name in ("table.md", "results.json", "recovery.png", "curves.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    cells = {(c["mode"], c["log-stop"], c["calc-time-ms"]) for c in results["cells"]}
+    assert cells == {(m, s, ms) for ms in (100, 500) for m, s in
+                     (("page-sampling", None), ("dirty-bitmap", "clear-flag"), ("dirty-bitmap", "recreate-slot"),
+                      ("dirty-ring", "clear-flag"), ("dirty-ring", "recreate-slot"))}
+    for w in results["windows"]:
+        assert w["asked-wps"] == 3_000_000 and w["before-wps"] > 0 and w["curve"]
+    table = (tmp_path / "table.md").read_text()
+    assert table.count("| 0.0625 GiB |") == 10

@@ -1,26 +1,38 @@
 """`kvmharness bench`: the seed's measurement table, reproduced side by side
-with dirty-ring, actual guest rates, expectations and plots."""
+with dirty-ring, actual guest rates, expectations and plots; and
+`bench --measuring-cost`, what one measurement costs the guest (cost.py)."""
 
 import json
 import os
 import platform
+import time
 
 from ..probe import probe
+from . import cost, cost_report
 from .plan import plan
 from .plots import plot_rates, plot_ratios
 from .report import aggregate, markdown
 from .runner import run_bench
 
-__all__ = ["bench", "plan"]
+__all__ = ["bench", "plan", "measuring_cost"]
+
+
+def _host_line(report):
+    return f"{report.host_kind} KVM, {report.cpu_model}, {os.cpu_count()} CPUs, kernel {report.kernel}"
+
+
+def _host_json(host_line):
+    return {"description": host_line, "python": platform.python_version(),
+            "memory-bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")}
 
 
 def bench(the_plan, out_dir):
     """Run the plan, write table.md, results.json and the PNGs; return paths."""
     os.makedirs(out_dir, exist_ok=True)
-    report = probe()
+    report = probe(window_cost=False)
     records, baselines = run_bench(the_plan)
     cells = aggregate(records)
-    host_line = f"{report.host_kind} KVM, {report.cpu_model}, {os.cpu_count()} CPUs, kernel {report.kernel}"
+    host_line = _host_line(report)
     paths = {
         "table": os.path.join(out_dir, "table.md"),
         "json": os.path.join(out_dir, "results.json"),
@@ -34,8 +46,7 @@ def bench(the_plan, out_dir):
             "plan": {"sizes": the_plan.sizes, "calc-times-ms": the_plan.calc_times, "runs": the_plan.runs,
                      "wps": the_plan.wps, "modes": the_plan.modes, "pattern": the_plan.pattern,
                      "backing": the_plan.backing, "slots": the_plan.slots},
-            "host": {"description": host_line, "python": platform.python_version(),
-                     "memory-bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")},
+            "host": _host_json(host_line),
             "probe": report.to_json(),
             "baselines": baselines,
             "cells": list(cells.values()),
@@ -43,4 +54,31 @@ def bench(the_plan, out_dir):
         }, f, indent=1)
     plot_rates(the_plan, cells, paths["rates"])
     plot_ratios(the_plan, cells, paths["ratios"])
+    return paths
+
+
+def measuring_cost(the_plan, out_dir):
+    """Run a cost.CostPlan, write table.md, results.json, recovery.png and
+    curves.png; return their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    report = probe(calibrate=False)
+    t0 = time.monotonic()
+    records = cost.run_cost(the_plan)
+    seconds = time.monotonic() - t0
+    cells = cost.aggregate(records)
+    host_line = f"{_host_line(report)}, {report.mmu} paging"
+    paths = {name: os.path.join(out_dir, name) for name in ("table.md", "results.json", "recovery.png",
+                                                             "curves.png")}
+    with open(paths["table.md"], "w") as f:
+        f.write(cost_report.markdown(the_plan, cells, host_line, seconds))
+    with open(paths["results.json"], "w") as f:
+        json.dump({
+            "plan": {"sizes": the_plan.sizes, "calc-times-ms": the_plan.calc_times, "runs": the_plan.runs,
+                     "wps": the_plan.wps, "cap-seconds": the_plan.cap_seconds,
+                     "alternatives": the_plan.alternatives},
+            "host": _host_json(host_line), "probe": report.to_json(), "seconds": round(seconds),
+            "cells": cells, "windows": records,
+        }, f, indent=1)
+    cost_report.plot_recovery(the_plan, cells, paths["recovery.png"])
+    cost_report.plot_curves(the_plan, records, paths["curves.png"])
     return paths

@@ -5,6 +5,10 @@ from .. import units
 from ..errors import DirtyRateError, UsageError
 from .args import MODE_NAMES, add_vm_arguments, arg_type, positive_int
 
+# dirtyrate/log_stop.py's names (importing it would load the engine for
+# --help); tests/test_measuring_cost.py checks that the two agree.
+LOG_STOP_NAMES = ("clear-flag", "recreate-slot", "auto")
+
 
 def parse_periods(text):
     """'125,250,500' -> [125, 250, 500]: whole milliseconds."""
@@ -25,6 +29,11 @@ def add_arguments(p):
     p.add_argument("--periods", type=arg_type(parse_periods),
                    help="x-periods: comma-separated ms from the same clean start, e.g. 125,250,500 "
                         "(default 125, 250, 375, 500, 750, then every 500 up to calc-time)")
+    p.add_argument("--log-stop", choices=LOG_STOP_NAMES, default="auto",
+                   help="x-log-stop: how dirty-bitmap and dirty-ring stop logging after the window: clear-flag "
+                        "(QEMU's), recreate-slot (delete and re-add the memslots: the guest is back at its pace "
+                        "sooner under shadow paging), auto (recreate-slot under shadow paging, else clear-flag; "
+                        "the default)")
 
 
 def main(args):
@@ -46,7 +55,8 @@ def main(args):
     except DirtyRateError as e:
         raise UsageError(str(e)) from None
     with measurement_vm(args, ring) as (vm, monitor):
-        monitor.measure(args.calc_time, args.calc_time_unit, args.sample_pages, args.mode, args.periods)
+        monitor.measure(args.calc_time, args.calc_time_unit, args.sample_pages, args.mode, args.periods,
+                        args.log_stop)
         info = dirty_rate_info(monitor.state(), args.calc_time_unit)
     if args.json:
         print(json.dumps(info, indent=2))
