@@ -7,7 +7,8 @@ to a clean page under dirty logging is what slows a writer while bitmap or
 ring tracking is on (docs/platform.md), and how long the guest takes to be
 back at its pace after one 500 ms dirty-bitmap window on 1 GiB says what a
 measurement costs it after its window (dirtyrate/cost.py), with QEMU's log
-stop and with ours where they differ (dirtyrate/log_stop.py).
+stop and with the one that shortens it under shadow paging
+(dirtyrate/log_stop.py).
 """
 
 import os
@@ -75,7 +76,7 @@ class ProbeReport:
     first_write_us: float = 0.0
     backing: tuple = ()  # kvm.backing.Offer per backing source: can the data region live there
     mmu: str = "shadow"  # kvm/mmu.py: ept | npt | shadow
-    window_costs: tuple = ()  # WindowCost: our log stop, then QEMU's where it differs
+    window_costs: tuple = ()  # WindowCost: recreate-slot, then clear-flag (QEMU's)
     window_cost_skipped: str | None = None  # why there are none
 
     def backing_json(self):
@@ -156,13 +157,13 @@ def calibrate_first_write(vm, loop_rate):
 
 def calibrate_window_cost(device=DEFAULT_DEVICE):
     """One 500 ms dirty-bitmap window on a 1 GiB guest asked for 3 M
-    writes/s, followed until the guest is back: with our log stop
-    (log_stop.py's default), then with QEMU's where it differs (ours first:
-    a window that leaves the guest slow past the cap would spoil the next).
+    writes/s, followed until the guest is back: with the recreate-slot log
+    stop, then with QEMU's, our default (log_stop.py; recreate-slot first: a
+    window that leaves the guest slow past the cap would spoil the next).
     (WindowCost, ...) and None, or () and why not."""
     if host_available_bytes() < 2 * COST_MEM:
         return (), f"needs {2 * COST_MEM >> 30} GiB of available memory"
-    stops = list(dict.fromkeys((log_stop.resolve(None), log_stop.QEMU)))
+    stops = (log_stop.RECREATE_SLOT, log_stop.QEMU)
     out = []
     with MicroVm(VmConfig(mem=COST_MEM, device=device)) as vm:
         vm.start()

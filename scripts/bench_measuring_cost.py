@@ -33,7 +33,7 @@ def from_json(out_dir):
     plan = CostPlan(tuple(p["sizes"]), tuple(p["calc-times-ms"]), p["runs"], p["wps"], p["cap-seconds"],
                     p["alternatives"])
     (out_dir / "table.md").write_text(cost_report.markdown(plan, data["cells"], data["host"]["description"],
-                                                           data["seconds"]))
+                                                           data["seconds"], data.get("exactness", ())))
     cost_report.plot_recovery(plan, data["cells"], out_dir / "recovery.png")
     cost_report.plot_curves(plan, data["windows"], out_dir / "curves.png")
 

@@ -64,20 +64,21 @@ def measuring_cost(the_plan, out_dir):
     report = probe(calibrate=False)
     t0 = time.monotonic()
     records = cost.run_cost(the_plan)
+    checks = cost.exactness(the_plan.sizes[0]) if the_plan.alternatives else []
     seconds = time.monotonic() - t0
     cells = cost.aggregate(records)
     host_line = f"{_host_line(report)}, {report.mmu} paging"
     paths = {name: os.path.join(out_dir, name) for name in ("table.md", "results.json", "recovery.png",
                                                              "curves.png")}
     with open(paths["table.md"], "w") as f:
-        f.write(cost_report.markdown(the_plan, cells, host_line, seconds))
+        f.write(cost_report.markdown(the_plan, cells, host_line, seconds, checks))
     with open(paths["results.json"], "w") as f:
         json.dump({
             "plan": {"sizes": the_plan.sizes, "calc-times-ms": the_plan.calc_times, "runs": the_plan.runs,
                      "wps": the_plan.wps, "cap-seconds": the_plan.cap_seconds,
                      "alternatives": the_plan.alternatives},
             "host": _host_json(host_line), "probe": report.to_json(), "seconds": round(seconds),
-            "cells": cells, "windows": records,
+            "cells": cells, "windows": records, "exactness": checks,
         }, f, indent=1)
     cost_report.plot_recovery(the_plan, cells, paths["recovery.png"])
     cost_report.plot_curves(the_plan, records, paths["curves.png"])

@@ -3,7 +3,7 @@ what each window cost the guest, the alternatives side by side, and two
 plots (time to be back against window length; the guest's rate around a
 500 ms window)."""
 
-from .cost import AFTER, ALTERNATIVES_CALC_TIME
+from .cost import AFTER, ALTERNATIVES_CALC_TIME, READER, READER_CALC_TIME
 from .plan import MODES
 from .plots import plt, save
 
@@ -40,7 +40,7 @@ def _order(cell):
     return (cell["size"], MODES.index(cell["mode"]), str(cell["log-stop"]), cell["calc-time-ms"])
 
 
-def markdown(plan, cells, host_line, seconds):
+def markdown(plan, cells, host_line, seconds, checks=()):
     main = sorted((c for c in cells if not c["alternative"]), key=_order)
     lines = [
         f"# What one measurement costs the guest ({host_line})",
@@ -69,6 +69,16 @@ def markdown(plan, cells, host_line, seconds):
             log = "ring" if c["ring"] else ("manual protect" if c["manual-protect"] else "plain GET")
             first = f"{c['size'] / GiB:g} GiB | {c['mode']} | {log} | {c['backing']} | {STOPS[c['log-stop']]}"
             lines.append(_row(c, first))
+    if checks:
+        lines += ["", "## What the next window counts", "",
+                  f"{plan.sizes[0] / GiB:g} GiB, the guest writing {READER['pattern']} with "
+                  f"{READER['write_percent']} % writes at {READER['wps'] / 1e6:g} M accesses/s, dirty-bitmap "
+                  f"windows of {READER_CALC_TIME} ms back to back: pages counted against the pages replay says "
+                  "were written in each (narrow..wide bracket of the window's edges).", "",
+                  "| memory | log stop | windows: counted / written |", "|---|---|---|"]
+        for c in checks:
+            counts = ", ".join(f"{n} / {lo}" + (f"..{hi}" if hi != lo else "") for n, lo, hi in c["windows"])
+            lines.append(f"| {c['backing']} | {STOPS[c['log-stop']]} | {counts} |")
     return "\n".join(lines) + "\n"
 
 

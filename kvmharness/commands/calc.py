@@ -7,7 +7,7 @@ from .args import MODE_NAMES, add_vm_arguments, arg_type, positive_int
 
 # dirtyrate/log_stop.py's names (importing it would load the engine for
 # --help); tests/test_measuring_cost.py checks that the two agree.
-LOG_STOP_NAMES = ("clear-flag", "recreate-slot", "auto")
+LOG_STOP_NAMES = ("clear-flag", "recreate-slot")
 
 
 def parse_periods(text):
@@ -29,11 +29,11 @@ def add_arguments(p):
     p.add_argument("--periods", type=arg_type(parse_periods),
                    help="x-periods: comma-separated ms from the same clean start, e.g. 125,250,500 "
                         "(default 125, 250, 375, 500, 750, then every 500 up to calc-time)")
-    p.add_argument("--log-stop", choices=LOG_STOP_NAMES, default="auto",
+    p.add_argument("--log-stop", choices=LOG_STOP_NAMES, default="clear-flag",
                    help="x-log-stop: how dirty-bitmap and dirty-ring stop logging after the window: clear-flag "
-                        "(QEMU's), recreate-slot (delete and re-add the memslots: the guest is back at its pace "
-                        "sooner under shadow paging), auto (recreate-slot under shadow paging, else clear-flag; "
-                        "the default)")
+                        "(QEMU's, the default) or recreate-slot (delete and re-add the memslots: under shadow "
+                        "paging the guest is back at its pace several times sooner, but a next window that "
+                        "starts before it has touched every page again counts pages it only read)")
 
 
 def main(args):

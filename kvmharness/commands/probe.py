@@ -17,7 +17,7 @@ def window_cost_text(report):
     for c in report.window_costs:
         back = (f"back within 10 % in {c.recovery_seconds:.2f} s" if c.recovery_seconds is not None
                 else "not back within 10 % in 20 s")
-        qemu = " (QEMU's)" if c.log_stop == "clear-flag" else ""
+        qemu = " (QEMU's, the default)" if c.log_stop == "clear-flag" else ""
         parts.append(f"{back} with {c.log_stop}{qemu}, {c.lost_seconds:.2f} s of its writes lost, "
                      f"{c.window_ratio:.1%} of its pace in the window")
     return "; ".join(parts)

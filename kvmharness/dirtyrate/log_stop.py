@@ -36,14 +36,26 @@ write-protected when the window ends.  What happens to them then:
                  direct_pte_prefetch_many -> gfn_to_memslot_dirty_bitmap, so
                  it only helps once logging is off).  Costs a stop of every
                  vCPU for the re-add (milliseconds per GiB).
-  auto           recreate-slot under shadow paging, clear-flag under EPT/NPT
-                 (kvm/mmu.py).  With two-dimensional paging and Intel's PML
-                 the log clears dirty bits instead of protecting
-                 (kvm_mmu_clear_dirty_pt_masked), so clear-flag leaves
-                 nothing to fault and a zap would only add missing-page
-                 faults (the TDP MMU does not prefetch); on AMD NPT both
-                 cost a fault per page.  Measured on shadow paging only
-                 (docs/results/measuring-cost).
+
+Why clear-flag stays the default: a page left unmapped is dirty to the next
+log the moment the guest so much as reads it.  KVM maps a page writable on
+a read fault too (where the guest's own PTE is writable and dirty, as ours
+are), and makes every writable SPTE it creates in a logged slot dirty
+(spte.c make_spte: "if ((spte & PT_WRITABLE_MASK) &&
+kvm_slot_dirty_track_enabled(slot)) mark_page_dirty_in_slot").  So after a
+recreate-slot stop, an exact window that starts before the guest has
+touched every page again counts the pages it only reads (a reader at 30 %
+writes: 4843 pages counted against 3504 written, tests/test_workloads.py);
+after a clear-flag stop the pages stay mapped and only writes fault.  The
+same holds for a huge-page backed slot under clear-flag, whose 4 KiB SPTEs
+KVM's own huge-page recovery zaps.  recreate-slot is for the guest that
+must be back at its pace soon and whose next window comes later (or
+writes what it reads); how much sooner: docs/results/measuring-cost.
+
+With two-dimensional paging and Intel's PML the log clears dirty bits
+instead of protecting (kvm_mmu_clear_dirty_pt_masked), so clear-flag leaves
+nothing to fault there, and a zap only adds faults (the TDP MMU does not
+prefetch).
 
 Nothing shorter is on offer: KVM has no ioctl that makes write-protected
 SPTEs writable again, and KVM_PRE_FAULT_MEMORY, which would map pages ahead
@@ -52,19 +64,16 @@ kvm_vm_ioctl_check_extension: KVM_CAP_PRE_FAULT_MEMORY is tdp_enabled).
 """
 
 from ..errors import DirtyRateError
-from ..kvm.mmu import shadow_paging
 
-CLEAR_FLAG, RECREATE_SLOT, AUTO = "clear-flag", "recreate-slot", "auto"
-NAMES = (CLEAR_FLAG, RECREATE_SLOT, AUTO)
-DEFAULT = AUTO
+CLEAR_FLAG, RECREATE_SLOT = "clear-flag", "recreate-slot"
+NAMES = (CLEAR_FLAG, RECREATE_SLOT)
 QEMU = CLEAR_FLAG  # what QEMU's log stop does
+DEFAULT = CLEAR_FLAG  # exact for the next window too (above)
 
 
 def resolve(name):
-    """A log stop as asked (None: the default) -> clear-flag or recreate-slot."""
+    """A log stop as asked (None: the default), checked."""
     name = DEFAULT if name is None else name
     if name not in NAMES:
         raise DirtyRateError(f"Parameter 'x-log-stop' does not accept value '{name}'")
-    if name == AUTO:
-        return RECREATE_SLOT if shadow_paging() else CLEAR_FLAG
     return name

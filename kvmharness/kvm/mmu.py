@@ -5,7 +5,8 @@ runners).
 It decides what ending dirty logging costs the guest (dirtyrate/log_stop.py):
 under shadow paging every page write-protected for the log stays so after
 the log stops, until the guest's next write to it faults; under EPT with PML
-the log clears dirty bits instead and nothing stays protected.  KVM says
+the log clears dirty bits instead and nothing stays protected.  `probe` and
+the measuring-cost benchmark say which they ran on.  KVM says
 which through its vendor module's parameters (kvm_intel's `ept`, kvm_amd's
 `npt`); a host with neither module loaded (kvm_pvm) shadows.
 """
@@ -26,7 +27,3 @@ def host_mmu(sysfs=SYSFS_MODULES):
             continue
         return name if value in ("Y", "y", "1") else "shadow"
     return "shadow"
-
-
-def shadow_paging(sysfs=SYSFS_MODULES):
-    return host_mmu(sysfs) == "shadow"
