@@ -123,8 +123,8 @@ def record(size, cell, run, cost, steady_wait, baseline_wps):
 
 def _ratio(cost, a, b):
     """The rate between a and b seconds after the window over the rate
-    before; None once the guest was back and no longer followed."""
-    if cost.recovered and a >= cost.recovery_seconds + 0.5:
+    before; None once the guest was back."""
+    if cost.recovered and a >= cost.recovery_seconds:
         return None
     wps = cost.rate_over(a, b)
     return None if wps is None else round(wps / cost.before_wps, 4)

@@ -13,6 +13,12 @@ STYLES = {"clear-flag": "-", "recreate-slot": "--", None: ":"}
 COLORS = dict(zip(MODES, ("tab:blue", "tab:orange", "tab:green")))
 
 
+def _fixed(value, digits):
+    """value to `digits` decimals, noise around zero printed as 0, not -0."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.lstrip("-0.") == "" and text.startswith("-") else text
+
+
 def _pct(ratio):
     return "back" if ratio is None else f"{ratio:.0%}"
 
@@ -27,9 +33,10 @@ def _back(cell):
 
 
 def _row(cell, first):
-    after = [_pct(cell["after-ratio"][f"{a}-{b}"]) for a, b in AFTER]
+    back = cell["recovery-seconds"] if cell["recovered-runs"] == cell["runs"] else None
+    after = ["back" if back is not None and a >= back else _pct(cell["after-ratio"][f"{a}-{b}"]) for a, b in AFTER]
     return (f"| {first} | {cell['before-wps'] / 1e6:.2f} | {cell['window-ratio']:.1%} | " + " | ".join(after)
-            + f" | {_back(cell)} | {cell['writes-lost'] / 1e6 + 0.0:.1f} | {cell['lost-seconds'] + 0.0:.2f} |")
+            + f" | {_back(cell)} | {_fixed(cell['writes-lost'] / 1e6, 1)} | {_fixed(cell['lost-seconds'], 2)} |")
 
 
 AFTER_HEADS = " | ".join(f"{a}-{b} s" for a, b in AFTER)
@@ -49,7 +56,8 @@ def markdown(plan, cells, host_line, seconds, checks=()):
         f"(medians), {seconds / 60:.0f} minutes in all. Before: the guest's writes/s over the 0.5 s before "
         "calc-dirty-rate was asked. Then its rate in the window (between the window's edges) and in the "
         "seconds after the window's end edge, as a share of the rate before, until over 0.5 s it is back "
-        f"within 10 % (followed for at most {plan.cap_seconds:.0f} s; '>' means not back by then, and a "
+        "within 10 % ('back': the span starts after that; a span the guest came back in holds its readings up "
+        f"to then and 0.5 s on); followed for at most {plan.cap_seconds:.0f} s ('>' means not back by then, and a "
         "median with such runs counts them at the cap). Writes lost: what the guest would have written at its "
         "rate before, from the request until it was back, less what it wrote; and that in seconds of its work.",
         "",
@@ -121,7 +129,7 @@ def plot_curves(plan, records, path, calc_time_ms=ALTERNATIVES_CALC_TIME):
     """The guest's rate (share of its rate before) around one window of
     `calc_time_ms`, first run, a panel per size, a line per mode and log
     stop, and the alternatives dotted."""
-    fig, axes = plt.subplots(1, len(plan.sizes), figsize=(7 * len(plan.sizes), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(plan.sizes), figsize=(7 * len(plan.sizes), 6), squeeze=False)
     for ax, size in zip(axes[0], plan.sizes):
         mine = [r for r in records if r["size"] == size and r["calc-time-ms"] == calc_time_ms and r["run"] == 0]
         for r in sorted(mine, key=lambda r: (r["alternative"], MODES.index(r["mode"]), str(r["log-stop"]))):
@@ -132,7 +140,7 @@ def plot_curves(plan, records, path, calc_time_ms=ALTERNATIVES_CALC_TIME):
             if r["alternative"]:
                 label += f" [{r['vm']}]"
                 style = "-." if r["backing"] != "anonymous" else ":"
-            ax.plot(xs, ys, style, color=COLORS[r["mode"]], label=label, linewidth=1.2)
+            ax.plot(xs, ys, style, color=COLORS[r["mode"]], label=label, linewidth=1.2, drawstyle="steps-post")
         ax.axvspan(-calc_time_ms / 1000, 0, color="grey", alpha=0.15)
         ax.axhline(0.9, color="k", lw=0.6, ls=":")
         ax.set_xscale("symlog", linthresh=1.0)
@@ -141,5 +149,5 @@ def plot_curves(plan, records, path, calc_time_ms=ALTERNATIVES_CALC_TIME):
         ax.set_ylim(0, 1.15)
         ax.set_title(f"{size / GiB:g} GiB, one {calc_time_ms} ms window")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6.5, loc="lower right")
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     save(fig, path)
