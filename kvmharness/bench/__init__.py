@@ -5,6 +5,7 @@ with dirty-ring, actual guest rates, expectations and plots; and
 import json
 import os
 import platform
+import re
 import time
 
 from ..probe import probe
@@ -73,13 +74,29 @@ def measuring_cost(the_plan, out_dir):
     with open(paths["table.md"], "w") as f:
         f.write(cost_report.markdown(the_plan, cells, host_line, seconds, checks))
     with open(paths["results.json"], "w") as f:
-        json.dump({
+        write_json(f, {
             "plan": {"sizes": the_plan.sizes, "calc-times-ms": the_plan.calc_times, "runs": the_plan.runs,
                      "wps": the_plan.wps, "cap-seconds": the_plan.cap_seconds,
                      "alternatives": the_plan.alternatives},
             "host": _host_json(host_line), "probe": report.to_json(), "seconds": round(seconds),
             "cells": cells, "windows": records, "exactness": checks,
-        }, f, indent=1)
+        })
     cost_report.plot_recovery(the_plan, cells, paths["recovery.png"])
     cost_report.plot_curves(the_plan, records, paths["curves.png"])
     return paths
+
+
+NUMBER_LIST = re.compile(r"\[[-0-9.e,\s]*\]")
+LIST_OF_NUMBER_LISTS = re.compile(r"\[\s*(\[[-0-9.e, ]*\],?\s*)+\]")
+
+
+def _one_line(match):
+    return re.sub(r"\s+", "", match.group(0)).replace(",", ", ")
+
+
+def write_json(f, data):
+    """JSON with one key per line, but a list of plain numbers, or of such
+    lists (a curve's (t, writes/s) points), on one line: a results file a
+    diff can read, a fraction of the size."""
+    text = NUMBER_LIST.sub(_one_line, json.dumps(data, indent=1))
+    f.write(LIST_OF_NUMBER_LISTS.sub(_one_line, text) + "\n")
