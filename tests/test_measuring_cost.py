@@ -9,6 +9,7 @@ gave up, and a VM whose memslots were re-created for the log stop is still
 measured exactly and still holds what the guest wrote."""
 
 import json
+import time
 
 import pytest
 
@@ -19,6 +20,7 @@ from kvmharness.microvm.writer import CATCH_UP_SECONDS, SNAPSHOT_SLOP
 from kvmharness.pytest_plugin import replayed, running_vm
 from kvmharness.qmp.hmp import format_dirty_rate_info
 from kvmharness.qmp.qapi import dirty_rate_info
+from qmp_helpers import RawClient, serving
 
 MiB = 1 << 20
 WPS = 1_000_000
@@ -109,15 +111,15 @@ def test_cost_of_a_bitmap_window_is_the_writers_own_account(stop):
 
 
 @pytest.mark.kvm
-@pytest.mark.parametrize("ring", [0, 4096], ids=["bitmap", "ring"])
-def test_a_recreated_slot_is_measured_exactly_and_keeps_the_guests_memory(ring):
+@pytest.mark.parametrize("ring,slots", [(0, 1), (4096, 1), (0, 4)], ids=["bitmap", "ring", "bitmap-4-memslots"])
+def test_a_recreated_slot_is_measured_exactly_and_keeps_the_guests_memory(ring, slots):
     """Deleting and re-adding the data memslots for the log stop maps the
     same host memory again: the next windows count exactly what replay
     says, and every page holds what the guest last wrote there.  (The guest
     writes only: a page it merely reads is dirty to a window that maps it
     anew, log_stop.py.)"""
     mode = "dirty-ring" if ring else "dirty-bitmap"
-    with running_vm(mem=128 * MiB, seed=43, dirty_ring_entries=ring) as vm:
+    with running_vm(mem=128 * MiB, seed=43, dirty_ring_entries=ring, slots=slots) as vm:
         vm.run_writer(WPS)
         monitor = DirtyRateMonitor(vm)
         results = [monitor.measure(100, "millisecond", mode=mode, log_stop=log_stop.RECREATE_SLOT)
@@ -196,3 +198,27 @@ def test_bench_measuring_cost_writes_its_table_and_plots(cli, tmp_path):
         assert w["asked-wps"] == 3_000_000 and w["before-wps"] > 0 and w["curve"]
     table = (tmp_path / "table.md").read_text()
     assert table.count("| 0.0625 GiB |") == 10
+
+
+@pytest.mark.kvm
+def test_qmp_takes_x_log_stop_and_says_which_ran(tmp_path):
+    with running_vm(mem=128 * MiB, seed=59) as vm:
+        vm.run_writer(WPS)
+        with serving(vm, DirtyRateMonitor(vm), tmp_path / "qmp.sock") as server:
+            client = RawClient(server.path)
+            bad = client.cmd("calc-dirty-rate", **{"calc-time": 100, "calc-time-unit": "millisecond",
+                                                   "mode": "dirty-bitmap", "x-log-stop": "zap"})
+            assert bad["error"]["desc"] == "Parameter 'x-log-stop' does not accept value 'zap'"
+            assert client.cmd("calc-dirty-rate", **{"calc-time": 100, "calc-time-unit": "millisecond",
+                                                    "mode": "dirty-bitmap", "x-log-stop": "recreate-slot"}) == \
+                {"return": {}}
+            for _ in range(500):
+                info = client.cmd("query-dirty-rate", **{"calc-time-unit": "millisecond"})["return"]
+                if info["status"] == "measured":
+                    break
+                time.sleep(0.01)
+            hmp = client.cmd("human-monitor-command", **{"command-line": "info dirty_rate"})["return"]
+            client.close()
+        vm.hold()
+    assert info["x-log-stop"] == "recreate-slot" and info["x-guest-rate"]["asked-wps"] == WPS
+    assert "Guest rate in the window: " in hmp
