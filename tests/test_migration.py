@@ -309,7 +309,8 @@ def test_predict_cli_table(cli):
     assert len(table) == 25
     assert table[(100e6, 50.0)] is False and table[(25e9, 1000.0)] is True
     assert all(table[(bw, float("inf"))] for bw, _ in table)  # with no downtime limit, it always ends
-    assert out["curve-measurement"] == "one-run"
+    assert out["curve-measurement"] == "short" and out["curve-horizon-ms"] == pytest.approx(2000, abs=5)
+    assert out["curve-extrapolated-ms"] > 0 and out["working-set"]["family"] in ("working-set", "hot-cold")
     # more bandwidth or more downtime never turns a yes into a no
     for (bw, dt), yes in table.items():
         for (bw2, dt2), yes2 in table.items():

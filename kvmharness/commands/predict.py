@@ -24,12 +24,14 @@ def add_arguments(p):
     p.add_argument("--table", action="store_true", help="verdicts over several bandwidths x downtimes")
     p.add_argument("--no-tcp-overhead", dest="tcp_overhead", action="store_false",
                    help="do not count TCP/IP framing on the link")
-    p.add_argument("--curve", choices=["one-run", "separate"], default="one-run",
-                   help="measure dirty(t) in one window with x-periods (default), or one window per point")
+    p.add_argument("--curve", choices=["short", "full", "separate"], default="short",
+                   help="short (default): measure dirty(t) for a few downtimes (at most 2 s) and extend it with "
+                        "a working-set model fitted to it; full: measure the whole first pass (up to 10 s); "
+                        "separate: the full curve, one window per point")
     p.add_argument("--qmp", metavar="SOCKET|HOST:PORT",
                    help="predict a running QEMU VM (or a kvmharness qmp server) instead: dirty(t) from its "
                         "calc-dirty-rate over QMP alone (VM options are then not used)")
-    p.set_defaults(settle=0.2)
+    p.set_defaults(settle=0.2, backing=None)
 
 
 def main(args):
@@ -39,7 +41,7 @@ def main(args):
     from ..migration.model import Link
     from ..migration.predict import TABLE_BANDWIDTHS, TABLE_DOWNTIMES, advise, predict_for
     from ..qemu.curve import predict_over_qmp
-    from .measuring import measurement_vm
+    from .measuring import measurement_vm, quick_backing
 
     if not 0.05 <= args.downtime <= 60:
         raise UsageError("the downtime must be between 50ms and 60s (the windows calc-dirty-rate can measure)")
@@ -48,35 +50,37 @@ def main(args):
     links = [Link(b, args.tcp_overhead) for b in links]
     target = None
     if args.qmp:
-        target, measured, verdicts = predict_over_qmp(args.qmp, links, downtimes, args.mode, args.max_iterations)
+        target, measured, verdicts = predict_over_qmp(args.qmp, links, downtimes, args.mode, args.max_iterations,
+                                                      "full" if args.curve == "separate" else args.curve)
         vcpus, mode, mem, wps, pattern = target.vcpus, target.mode, target.ram_bytes, None, None
     else:
         ring = 0 if modes.needs_ring(args.mode) else None
+        if args.backing is None:
+            args.backing, args.prefault = quick_backing(args.prefault, args.write_percent)
         with measurement_vm(args, ring) as (vm, _):
-            measured, verdicts = predict_for(vm, links, downtimes, args.mode, args.max_iterations,
-                                             one_run=args.curve == "one-run")
+            measured, verdicts = predict_for(vm, links, downtimes, args.mode, args.max_iterations, args.curve)
         vcpus, mode, mem, wps, pattern = args.vcpus, args.mode, args.mem, args.wps, args.pattern
     curve = measured.curve
     main = verdicts[(links[0], args.downtime)]
     advice = advise(curve, links[0], args.downtime, vcpus, max(args.max_iterations, 100),
-                    switch_seconds=main.switch_seconds, zero_pages=measured.zero_pages)
+                    switch_seconds=main.switch_seconds, **measured.model_options)
     bandwidths = sorted({link.bits_per_second for link in links})
     ordered = sorted(downtimes)
     table = [verdicts[(link, d)] for link in sorted(links, key=lambda link: link.goodput)
              for d in ordered] if args.table else []
     if args.json:
         out = {"converges": main.model.converges, "mode": mode, "mem": mem, "wps": wps,
-               "pattern": pattern, **main.to_json(),
+               "pattern": pattern, "backing": None if target else args.backing, **main.to_json(),
                "curve": [[round(t * 1e3, 3), round(p)] for t, p in curve.points],
-               "curve-measurement": "qmp" if target else args.curve, "curve-seconds": round(measured.seconds, 3),
-               "zero-pages": round(measured.zero_pages),
+               **measured.to_json(), "zero-pages": round(measured.zero_pages),
                "fitted-pages-per-second": round(curve.rate, 1), "aids": advice.to_json()}
         if table:
             out["table"] = [v.to_json() for v in table]
         if target:
             out["qmp"] = {"address": target.address, "version": ".".join(map(str, target.version or ())),
                           "millisecond-windows": target.support.millisecond, "windows-ms": list(target.windows_ms),
-                          "vcpus": target.vcpus, "notes": list(target.notes)}
+                          "vcpus": target.vcpus, "notes": list(target.notes),
+                          "zero-pages": target.zeros.to_json() if target.zeros else None}
         print(json.dumps(out, indent=2))
         return 0
     if target:
@@ -84,9 +88,10 @@ def main(args):
         print(f"QMP {target.address}: QEMU {version}, {target.ram_bytes >> 20} MiB, {target.vcpus} vCPU(s)")
         for note in target.notes:
             print(f"  {note}")
-    print(f"dirty(t), {mode}, measured in {measured.seconds:.2f} s ({'qmp' if target else args.curve}): "
-          + ", ".join(f"{t * 1e3:.0f} ms: {p:.0f}" for t, p in curve.points)
+    print(f"dirty(t), {mode}, measured in {measured.seconds:.2f} s ({measured.how} curve"
+          f"{', over QMP' if target else ''}): " + ", ".join(f"{t * 1e3:.0f} ms: {p:.0f}" for t, p in curve.points)
           + f" pages (fitted {curve.rate:.0f} pages/s); {measured.zero_pages:.0f} zero pages")
+    print(f"  {measured.describe()}")
     seed = main.seed
     print(f"seed's rule: {seed['dirty-bytes'] / 2**20:.1f} MiB dirtied in {args.downtime * 1e3:.0f} ms take "
           f"{seed['transfer-seconds'] * 1e3:.1f} ms over {units.format_bandwidth(args.bandwidth)}: "

@@ -102,6 +102,14 @@ def table_slot(config):
     return gpa, -(-size // paging.SIZE_2M) * paging.SIZE_2M
 
 
+def control_slot_size(config):
+    """Bytes of the control slot: the page tables (built once to learn how
+    far they reach) rounded up to 2 MiB.  What a migration's switch-over
+    sends besides the pages (migration/predict.py counts it)."""
+    tables = paging.build(lib.KVMH_PD_GPA, lib.KVMH_DATA_GPA, config.mem, [table_slot(config)])
+    return -(-tables.end // paging.SIZE_2M) * paging.SIZE_2M
+
+
 def check_vcpu_count(kvm, vcpus):
     """Refuse more vCPUs than KVM's hard limit (KVM_CAP_MAX_VCPUS, else
     NR_VCPUS, else 4 as the API documentation says) or than we have control
@@ -161,8 +169,7 @@ class MicroVm(WriterHost):
 
         table_gpa, table_size = table_slot(config)
         extra = [(table_gpa, table_size)]
-        tables = paging.build(lib.KVMH_PD_GPA, lib.KVMH_DATA_GPA, config.mem, extra)
-        control_size = -(-tables.end // paging.SIZE_2M) * paging.SIZE_2M
+        control_size = control_slot_size(config)
         tables = paging.build(control_size, lib.KVMH_DATA_GPA, config.mem, extra)
         # a hugetlb source comes from the host's reserved pool, which
         # MemAvailable does not count; backing.map_backing checks the pool

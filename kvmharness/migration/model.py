@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ..convergence.trigger import ThrottleParameters, ThrottleTrigger
 from ..microvm.guest import PAGE_SIZE
 from .stream import ZERO_WIRE_BYTES
+from .working_set import bounds
 
 PAGE_WIRE_BYTES = PAGE_SIZE + 8
 # TCP over Ethernet, MTU 1500: 1448 payload bytes (20 IP + 20 TCP + 12
@@ -44,13 +45,17 @@ class Link:
 class DirtyCurve:
     """Unique pages dirtied within t seconds, from windows measured in a row.
 
-    Between points: linear.  Beyond the longest window: the saturating law
-    N (1 - exp(-r t / N)) that a uniform writer follows (the seed's formula),
-    with r fitted to the measured points (median of the per-point solutions).
+    Between points: linear.  Beyond the longest window: the working-set
+    model fitted to the points where one is given (working_set.py, kept
+    within what a concave curve through the points allows), else the
+    saturating law N (1 - exp(-r t / N)) that a uniform writer follows (the
+    seed's formula), with r fitted to the measured points (median of the
+    per-point solutions).
     """
 
     points: tuple  # ((seconds, pages), ...) ascending
     npages: int
+    model: object = None  # working_set.WorkingSet fitted to the points, or None
 
     def __post_init__(self):
         if not self.points:
@@ -77,6 +82,9 @@ class DirtyCurve:
             for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
                 if t <= x1:
                     return y0 + (y1 - y0) * (t - x0) / (x1 - x0)
+        if self.model is not None:
+            low, high = bounds(self.points, t)
+            return max(low, min(float(self.npages), high, self.model.at(t)))
         r = self.rate
         if math.isinf(r):
             return float(self.npages)
@@ -166,12 +174,14 @@ def aid_scale(aid, level, vcpu_rate_mb_s):
 
 
 def simulate_precopy(curve, link, downtime, max_iterations=30, resident_pages=None, switch_seconds=0.0,
-                     zero_pages=0, aid=None, params=ThrottleParameters(), vcpus=1):
+                     zero_pages=0, aid=None, params=ThrottleParameters(), vcpus=1, scan_seconds=0.0):
     """Iterate pre-copy on the curve; the source's switch-over rule.  The predicted
     downtime is the last copy plus `switch_seconds`, the fixed cost of the
     switch-over itself (for us: hashing every page on both sides).
-    Iteration 0 sends `zero_pages` as flags (ZERO_WIRE_BYTES each); the
-    pages dirtied later hold data.  `aid` ("auto-converge", "dirty-limit"
+    Iteration 0 sends `zero_pages` as flags (ZERO_WIRE_BYTES each) and
+    takes `scan_seconds` more to find them (QEMU reads every page to tell;
+    for a VM of zero pages that, not the wire, is the time); the pages
+    dirtied later hold data.  `aid` ("auto-converge", "dirty-limit"
     or None) with `params` runs QEMU's trigger (convergence/trigger.py) at
     every sync, as the source does, and slows the curve by aid_scale."""
     npages = curve.npages if resident_pages is None else resident_pages
@@ -181,7 +191,7 @@ def simulate_precopy(curve, link, downtime, max_iterations=30, resident_pages=No
     trigger = ThrottleTrigger(aid, params)
     trigger.sync(0.0, 0, 0)
     first = (npages - zero_pages) * PAGE_WIRE_BYTES + zero_pages * ZERO_WIRE_BYTES
-    iterations = [Iteration(npages, first, first / link.goodput)]
+    iterations = [Iteration(npages, first, first / link.goodput + scan_seconds)]
     levels, steps = [0], []
     elapsed, sent = iterations[0].seconds, first
     best = math.inf

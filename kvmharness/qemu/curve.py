@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass
 
 from ..errors import QmpError, UsageError
-from ..migration.model import PAGE_SIZE, DirtyCurve
-from ..migration.predict import CurveMeasurement, curve_windows, verdict
+from ..migration.model import PAGE_SIZE
+from ..migration.predict import (CurveMeasurement, curve_windows, first_pass_seconds, fitted_curve, short_horizon,
+                                 verdict)
 from ..qmp.client import QmpClient
+from . import zero_pages
 from .dirty_rate import calc_dirty_rate, calc_support
 
 MIB = 1 << 20
@@ -39,10 +41,22 @@ class QmpTarget:
     windows_ms: tuple
     notes: tuple  # what limits the prediction, in words
     answers: tuple = ()  # the QemuDirtyRate of each window
+    zeros: object = None  # zero_pages.ZeroPageEstimate of its RAM
 
 
-def windows_for(support, downtimes, npages, slowest_link):
-    ladder = curve_windows(downtimes, npages, slowest_link)
+def windows_for(support, downtimes, npages, slowest_link, curve="short"):
+    """The windows to measure, one calc-dirty-rate each (QEMU has no
+    x-periods, so their sum is what a prediction waits).  The short curve:
+    50 and 100 ms, the downtimes, half the horizon and the horizon; the full
+    one: our own `predict`'s ladder.  A QEMU without millisecond windows
+    gets each rounded up to whole seconds."""
+    if curve == "short":
+        horizon = short_horizon(downtimes, npages, slowest_link)
+        ladder = sorted({50, 100, round(horizon * 500), round(horizon * 1000)}
+                        | {round(d * 1000) for d in downtimes if math.isfinite(d)})
+        ladder = [ms for ms in ladder if ms <= horizon * 1000]
+    else:
+        ladder = curve_windows(downtimes, npages, slowest_link)
     if support.millisecond:
         return tuple(ladder)
     seconds = sorted({max(1, math.ceil(ms / 1000)) * 1000 for ms in ladder if ms <= LONGEST_SECONDS_WINDOW_MS})
@@ -61,18 +75,23 @@ def measure_points(client, support, mode, windows, counter=None):
     return tuple(points), tuple(answers)
 
 
-def predict_over_qmp(address, links, downtimes, mode, max_iterations):
+def predict_over_qmp(address, links, downtimes, mode, max_iterations, curve="short"):
     """(QmpTarget, CurveMeasurement, {(link, downtime): Verdict})."""
     with QmpClient(address) as client:
-        return predict_with(client, address, links, downtimes, mode, max_iterations)
+        return predict_with(client, address, links, downtimes, mode, max_iterations, curve=curve)
 
 
-def predict_with(client, address, links, downtimes, mode, max_iterations, counter=None, seconds_only=False):
+def predict_with(client, address, links, downtimes, mode, max_iterations, counter=None, seconds_only=False,
+                 curve="short", zeros=True):
     """predict_over_qmp on an open session; with `counter`, the guest's
     counter is read during each window (QmpTarget.answers keeps them).
     `seconds_only` measures whole seconds even where the QEMU has
     millisecond windows: what a QEMU before 8.2 would give (the seed's claim
-    is tested by the difference)."""
+    is tested by the difference).  `curve`: "short" (a horizon of a few
+    downtimes, the working-set model beyond) or "full" (the whole first
+    pass, as before).  `zeros`: estimate the VM's zero pages from the QEMU
+    process where it runs on this host (zero_pages.py); else all RAM is
+    counted as data, as QMP alone must."""
     support = calc_support(client)
     if seconds_only and support.millisecond:
         support = dataclasses.replace(support, millisecond=False, source=f"{support.source}, whole seconds asked")
@@ -81,7 +100,8 @@ def predict_with(client, address, links, downtimes, mode, max_iterations, counte
         raise UsageError(f"QMP at {address} reports no guest memory")
     vcpus = max(1, len(client.execute("query-cpus-fast")))
     npages = ram // PAGE_SIZE
-    windows = windows_for(support, downtimes, npages, min(links, key=lambda link: link.goodput))
+    slowest = min(links, key=lambda link: link.goodput)
+    windows = windows_for(support, downtimes, npages, slowest, curve)
     notes = [f"windows measured: {', '.join(f'{w} ms' for w in windows)} ({support.windows_note()}, "
              f"known from {support.source})"]
     if mode not in support.modes:
@@ -104,8 +124,12 @@ def predict_with(client, address, links, downtimes, mode, max_iterations, counte
     if mode == "dirty-ring":
         notes.append("dirty-ring mode counts ring entries, not pages (a page re-dirtied after a reset counts "
                      "again): it over-states dirty(t) (see qemu-check)")
-    curve = DirtyCurve(tuple(sorted(points)), npages)
-    measured = CurveMeasurement(curve, 0.0, seconds)
-    verdicts = {(link, d): verdict(curve, link, d, max_iterations) for link in links for d in downtimes}
-    target = QmpTarget(address, support.version, ram, vcpus, support, mode, windows, tuple(notes), answers)
+    needed = first_pass_seconds(npages, slowest)
+    found = zero_pages.estimate(client) if zeros else zero_pages.unknown("not asked for")
+    notes.append(found.describe())
+    measured = CurveMeasurement(fitted_curve(points, npages, needed), found.zero, seconds, curve, needed,
+                                found.pages if found.known else None, found.scan_seconds)
+    verdicts = {(link, d): verdict(measured.curve, link, d, max_iterations, **measured.model_options)
+                for link in links for d in downtimes}
+    target = QmpTarget(address, support.version, ram, vcpus, support, mode, windows, tuple(notes), answers, found)
     return target, measured, verdicts

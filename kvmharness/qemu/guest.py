@@ -98,6 +98,15 @@ def ram_file(size):
             os.unlink(path)
 
 
+def ram_layout(mem):
+    """(table gpa, table bytes, guest RAM bytes) of a QEMU guest whose
+    writer region is `mem` bytes: the region, then its pattern tables, after
+    the boot area (layout.h KVMH_MB_*)."""
+    table_gpa = lib.KVMH_DATA_GPA + _round_2m(mem)
+    table_size = 2 * (mem // writer_guest.PAGE_SIZE) * 8
+    return table_gpa, table_size, _round_2m(lib.KVMH_MB_DATA_OFFSET + (table_gpa - lib.KVMH_DATA_GPA) + table_size)
+
+
 class QemuGuest(WriterHost):
     """QEMU running our writer over `mem` bytes, one vCPU.  The WriterControl
     API of MicroVm (run_writer, hold, counters, snapshot, logs, page_tags)
@@ -114,9 +123,7 @@ class QemuGuest(WriterHost):
             raise UsageError(f"QEMU's writer region must be a multiple of 4 KiB and at least {MIN_MEM >> 20} MiB")
         self.mem, self.seed, self.warm = mem, seed, warm
         self.slot_pages = mem // writer_guest.PAGE_SIZE
-        self.table_gpa = lib.KVMH_DATA_GPA + _round_2m(mem)
-        table_size = 2 * self.slot_pages * 8
-        self.ram_bytes = _round_2m(lib.KVMH_MB_DATA_OFFSET + (self.table_gpa - lib.KVMH_DATA_GPA) + table_size)
+        self.table_gpa, table_size, self.ram_bytes = ram_layout(mem)
         self._stack = contextlib.ExitStack()
         self._closed = False
         try:

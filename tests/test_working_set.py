@@ -1,0 +1,78 @@
+"""The working-set model that carries a short dirty(t) to a long first pass
+(issue 24): pure logic, on curves whose law is known."""
+
+import math
+
+import pytest
+
+from kvmharness.migration import working_set
+from kvmharness.migration.model import DirtyCurve
+
+N = 262_144
+WINDOWS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.2)
+LAWS = {
+    "uniform": lambda t: N * -math.expm1(-36_600 * t / N),
+    "sweep": lambda t: min(36_600 * t, N),
+    "hot-cold": lambda t: 5_000 * -math.expm1(-36_000 * t / 5_000) - (N - 5_000) * math.expm1(-600 * t / (N - 5_000)),
+    "small set": lambda t: 30_000 * -math.expm1(-36_600 * t / 30_000),
+}
+
+
+def points(law, windows=WINDOWS):
+    return [(t, law(t)) for t in windows]
+
+
+@pytest.mark.parametrize("name", sorted(LAWS))
+def test_the_fit_carries_a_known_law_to_nine_seconds(name):
+    """Fitted on 1.2 s, dirty(9 s) within 10 % of the law, never more than
+    5 % under it (an ambiguous curve leans pessimistic, never optimistic)."""
+    law = LAWS[name]
+    model = working_set.fit(points(law), N, 9.0)
+    curve = DirtyCurve(tuple(points(law)), N, model)
+    print(name, model.describe(), curve.at(9.0), law(9.0))
+    assert model.rms < 0.01
+    assert -0.05 <= curve.at(9.0) / law(9.0) - 1 <= 0.10
+
+
+def test_a_sweep_is_told_from_a_uniform_writer():
+    sweep = working_set.fit(points(LAWS["sweep"]), N, 9.0)
+    uniform = working_set.fit(points(LAWS["uniform"]), N, 9.0)
+    assert sweep.family == "working-set" and sweep.shape == 1.0
+    assert uniform.shape > 1.0
+
+
+def test_a_hot_set_is_found():
+    model = working_set.fit(points(LAWS["hot-cold"]), N, 9.0)
+    assert model.family == "hot-cold"
+    assert abs(model.pages / 5_000 - 1) < 0.1 and abs(model.cold_rate / 600 - 1) < 0.3
+
+
+def test_an_ambiguous_curve_gives_the_pessimistic_answer():
+    """Linear for 0.2 s: a sweep over the whole guest and a uniform writer
+    over a set several times larger both match; the one dirtying most at
+    the target wins, and the tangent bound keeps it honest."""
+    short = points(LAWS["sweep"], (0.05, 0.1, 0.15, 0.2))
+    model = working_set.fit(short, N, 9.0)
+    assert model.at(9.0) >= 0.95 * N
+    low, high = working_set.bounds(short, 9.0)
+    assert low == short[-1][1] and high == pytest.approx(36_600 * 9.0)
+
+
+def test_the_extrapolation_stays_within_a_concave_curve_s_bounds():
+    pts = points(LAWS["uniform"])
+    low, high = working_set.bounds(pts, 5.0)
+    curve = DirtyCurve(tuple(pts), N, working_set.fit(pts, N, 5.0))
+    assert low <= curve.at(5.0) <= high
+    assert curve.at(1.0) == pytest.approx(LAWS["uniform"](1.0))  # inside the points: interpolated
+
+
+def test_no_fit_without_three_points_or_without_writes():
+    assert working_set.fit([(0.05, 10), (0.1, 20)], N, 9.0) is None
+    assert working_set.fit([(0.05, 0), (0.1, 0), (0.2, 0)], N, 9.0) is None
+
+
+def test_a_fitted_model_reports_itself():
+    model = working_set.fit(points(LAWS["hot-cold"]), N, 9.0)
+    out = model.to_json()
+    assert out["family"] == "hot-cold" and "cold-pages-per-second" in out and out["rms-error"] < 0.01
+    assert "hot set of" in model.describe()
