@@ -5,8 +5,8 @@ dirty(t) comes from one calc-dirty-rate window with x-periods (the whole
 curve from one clean start, as the seed author's unmerged series measured
 it).  How far that window runs is the curve measurement (CURVES):
 
-* "short" (the default, see `choose_default` in scripts/bench_predict.py
-  for the evidence): up to a horizon of a few downtimes, at most
+* "short" (the default; the evidence: scripts/rescore_predictions.py and
+  docs/results/predict/README.md): up to a horizon of a few downtimes, at most
   SHORT_HORIZON_MAX; past it the working-set model fitted to the points
   (working_set.py) carries the curve to the first iteration's length, so a
   prediction takes about two seconds whatever the guest's size;
