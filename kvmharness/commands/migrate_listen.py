@@ -27,15 +27,18 @@ def add_arguments(p):
 def main(args):
     """Accept connections until one delivers a guest.  A connection that
     fails the handshake (no or the wrong secret, garbage, a port scanner's
-    empty connect, silence) is refused, said on stderr, and the listener
-    goes on; once an authenticated source has begun, its migration's
-    outcome ends the command (0 resumed here, 1 refused: the guest then
-    runs on at the source)."""
+    empty connect, silence, a trickle) is refused, said on stderr, and the
+    listener goes on; handshakes run side by side (listener.py), so a slow
+    peer does not hold a legitimate one.  Once an authenticated source has
+    begun, its migration's outcome ends the command (0 resumed here, 1
+    refused: the guest then runs on at the source)."""
     import json
     import socket
 
-    from ..migration.auth import AuthError, is_loopback, load_secret
-    from ..migration.destination import migrate_in
+    from ..migration.auth import is_loopback, load_secret
+    from ..migration.destination import receive
+    from ..migration.listener import HandshakeListener
+    from ..peer import printable
 
     secret = load_secret(args.secret_file) if args.secret_file else None
     if secret is None and not is_loopback(args.host):
@@ -46,17 +49,16 @@ def main(args):
                                         family=socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     except OSError as e:
         raise HarnessError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
-    with listener:
+
+    def refused(peer, e):
+        print(f"refused a connection from {peer[0]}: {printable(str(e))}", file=sys.stderr, flush=True)
+
+    with listener, HandshakeListener(listener, secret, refused) as handshakes:
         print(f"waiting for a migration on {args.host}:{listener.getsockname()[1]}"
               f"{' (shared secret required)' if secret else ''}", file=sys.stderr, flush=True)
-        while True:
-            conn, peer = listener.accept()
-            with conn:
-                try:
-                    arrival = migrate_in(conn, secret, args.backing)
-                    break
-                except AuthError as e:
-                    print(f"refused a connection from {peer[0]}: {e}", file=sys.stderr, flush=True)
+        conn, _ = handshakes.accept()
+        with conn:
+            arrival = receive(conn, args.backing)
     with arrival.vm as vm:
         time.sleep(args.run_after)
         # the guest ran from some moment between starting_at and resumed_at until some moment between

@@ -34,8 +34,10 @@ import hmac
 import json
 import os
 import secrets
+import socket
 import stat
 
+from .. import peer
 from ..errors import HarnessError, StreamError, UsageError
 
 PROTOCOL = 1
@@ -80,24 +82,34 @@ def _send(sock, obj):
     sock.sendall(json.dumps(obj).encode() + b"\n")
 
 
-def _receive(sock, who):
-    """One handshake line: a JSON object of at most MAX_LINE bytes.  Reads a
-    byte at a time so that nothing of the stream after it is consumed."""
-    buf = bytearray()
-    while not buf.endswith(b"\n"):
-        byte = sock.recv(1)
-        if not byte:
-            raise AuthError(f"the {who} hung up during the handshake")
-        buf += byte
-        if len(buf) > MAX_LINE:
-            raise AuthError(f"the {who}'s handshake line is too long")
+def _receive(sock, who, deadline):
+    """One handshake line within `deadline` (the whole exchange's, so that
+    a peer trickling a byte at a time cannot hold us): a JSON object of at
+    most MAX_LINE bytes, nested at most peer.MAX_DEPTH deep.  Reads a byte
+    at a time so that nothing of the stream after it is consumed."""
     try:
-        obj = json.loads(buf)
+        line, _ = peer.read_line(sock, deadline, MAX_LINE, one_byte=True)
+    except EOFError:
+        raise AuthError(f"the {who} hung up during the handshake") from None
+    except OverflowError:
+        raise AuthError(f"the {who}'s handshake line is too long") from None
+    except socket.timeout:
+        raise AuthError(f"the {who} did not complete the handshake within {deadline.seconds:g} s") from None
+    try:
+        obj = peer.loads(line)
     except ValueError:
         raise AuthError(f"the {who} does not speak the kvmharness migration handshake") from None
     if not isinstance(obj, dict):
         raise AuthError(f"the {who} does not speak the kvmharness migration handshake")
     return obj
+
+
+def _proves(mac, secret, role, dnonce, snonce):
+    """Whether the peer's `mac` is ours; any JSON value may come (a
+    non-ASCII string made hmac.compare_digest raise TypeError)."""
+    if not isinstance(mac, str):
+        return False
+    return hmac.compare_digest(mac.encode("utf-8", "replace"), _mac(secret, role, dnonce, snonce).encode())
 
 
 def _nonce(obj, who):
@@ -111,40 +123,45 @@ def _nonce(obj, who):
     return nonce
 
 
-def _tell_refused(sock, error):
-    """Say why we refuse, so that the peer need not wait for its timeout."""
+def tell_refused(sock, error):
+    """Say why we refuse, so that the peer need not wait for its timeout
+    (briefly: a peer that does not read must not hold us here either)."""
     try:
+        sock.settimeout(1.0)
         _send(sock, {"auth": "refused", "error": str(error)})
     except OSError:
         pass
 
 
-def authenticate_source(sock, secret):
+def authenticate_source(sock, secret, timeout=HANDSHAKE_TIMEOUT):
     """Destination side: raises AuthError (after telling the peer) unless the
-    peer proves `secret` (any peer, with `secret` None)."""
-    sock.settimeout(HANDSHAKE_TIMEOUT)
+    peer proves `secret` (any peer, with `secret` None) within `timeout`
+    seconds for the whole handshake."""
+    deadline = peer.Deadline(timeout)
     dnonce = secrets.token_bytes(NONCE_BYTES)
     try:
+        deadline.arm(sock)
         _send(sock, {"kvmharness-migration": PROTOCOL, "auth": HMAC_SHA256 if secret else NONE,
                      "nonce": dnonce.hex()})
-        hello = _receive(sock, "source")
+        hello = _receive(sock, "source", deadline)
         if hello.get("auth") == "refused":
-            raise AuthError(f"the source refused: {hello.get('error')}")
+            raise AuthError(f"the source refused: {peer.printable(hello.get('error'))}")
         if secret is None:
             if hello.get("auth") != NONE:
                 raise AuthError("the source expects a shared secret; this destination has none "
                                 "(--secret-file)")
+            deadline.arm(sock)
             _send(sock, {"auth": "ok"})
             return
         if hello.get("auth") != HMAC_SHA256:
             raise AuthError("the source did not authenticate: this destination requires the shared secret")
         snonce = _nonce(hello, "source")
-        mac = hello.get("mac")
-        if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(secret, b"source", dnonce, snonce)):
+        if not _proves(hello.get("mac"), secret, b"source", dnonce, snonce):
             raise AuthError("the source does not know the shared secret")
+        deadline.arm(sock)
         _send(sock, {"auth": "ok", "mac": _mac(secret, b"destination", dnonce, snonce)})
     except AuthError as e:
-        _tell_refused(sock, e)
+        tell_refused(sock, e)
         raise
     except OSError as e:  # socket.timeout included
         raise AuthError(f"handshake failed: {e}") from None
@@ -152,10 +169,10 @@ def authenticate_source(sock, secret):
         sock.settimeout(None)
 
 
-def _answer_greeting(sock, secret):
+def _answer_greeting(sock, secret, deadline):
     """Source side, first half: read the destination's greeting and answer
     it; returns (destination nonce, source nonce or None)."""
-    greeting = _receive(sock, "destination")
+    greeting = _receive(sock, "destination", deadline)
     if greeting.get("kvmharness-migration") != PROTOCOL:
         raise AuthError("the destination does not speak the kvmharness migration handshake")
     dnonce = _nonce(greeting, "destination")
@@ -174,23 +191,23 @@ def _answer_greeting(sock, secret):
 
 def authenticate_destination(sock, secret, timeout=HANDSHAKE_TIMEOUT):
     """Source side: raises HarnessError unless the destination proves
-    `secret` (or, with `secret` None, asks for none)."""
+    `secret` (or, with `secret` None, asks for none) within `timeout`
+    seconds for the whole handshake."""
     old = sock.gettimeout()
-    sock.settimeout(timeout)
+    deadline = peer.Deadline(timeout)
     try:
         try:
-            dnonce, snonce = _answer_greeting(sock, secret)
+            dnonce, snonce = _answer_greeting(sock, secret, deadline)
         except AuthError as e:
-            _tell_refused(sock, e)
+            tell_refused(sock, e)
             raise
-        answer = _receive(sock, "destination")
+        answer = _receive(sock, "destination", deadline)
         if answer.get("auth") == "refused":
-            raise AuthError(f"the destination refused: {answer.get('error')}")
+            raise AuthError(f"the destination refused: {peer.printable(answer.get('error'))}")
         if answer.get("auth") != "ok":
             raise AuthError("the destination's handshake answer is malformed")
         if secret is not None:
-            mac = answer.get("mac")
-            if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(secret, b"destination", dnonce, snonce)):
+            if not _proves(answer.get("mac"), secret, b"destination", dnonce, snonce):
                 raise AuthError("the destination does not know the shared secret; refusing to send the guest")
     except OSError as e:
         raise HarnessError(f"migration handshake failed: {e}") from None

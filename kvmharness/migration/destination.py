@@ -51,6 +51,12 @@ def migrate_in(sock, secret=None, backing="anonymous"):
     A peer that does not prove `secret` (see auth.py) raises AuthError
     before anything of the stream is read."""
     authenticate_source(sock, secret)
+    return receive(sock, backing)
+
+
+def receive(sock, backing="anonymous"):
+    """migrate_in on a connection whose handshake is done (the listener
+    runs handshakes side by side: listener.py)."""
     sock.settimeout(STREAM_IDLE_TIMEOUT)
     reader = StreamReader(sock)
     vm = None

@@ -21,6 +21,7 @@ from ..migration.model import PAGE_SIZE
 from ..migration.predict import (CurveMeasurement, curve_windows, first_pass_seconds, fitted_curve, short_horizon,
                                  verdict)
 from ..qmp.client import QmpClient
+from ..qmp import replies
 from . import zero_pages
 from .dirty_rate import calc_dirty_rate, calc_support
 
@@ -95,10 +96,9 @@ def predict_with(client, address, links, downtimes, mode, max_iterations, counte
     support = calc_support(client)
     if seconds_only and support.millisecond:
         support = dataclasses.replace(support, millisecond=False, source=f"{support.source}, whole seconds asked")
-    ram = int(client.execute("query-memory-size-summary").get("base-memory", 0))
-    if ram <= 0:
-        raise UsageError(f"QMP at {address} reports no guest memory")
-    vcpus = max(1, len(client.execute("query-cpus-fast")))
+    ram = replies.whole(client, "query-memory-size-summary", client.execute("query-memory-size-summary"),
+                        "base-memory", PAGE_SIZE, replies.MAX_RAM)
+    vcpus = len(replies.items(client, "query-cpus-fast", client.execute("query-cpus-fast"), low=1))
     npages = ram // PAGE_SIZE
     slowest = min(links, key=lambda link: link.goodput)
     windows = windows_for(support, downtimes, npages, slowest, curve)

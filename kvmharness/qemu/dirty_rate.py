@@ -12,7 +12,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .. import peer
 from ..errors import QmpError, UsageError
+from ..qmp import replies
+from ..qmp.client import QmpConnectionError
 from .launch import MS_SINCE
 
 MODES_SINCE = {"page-sampling": (0, 0, 0), "dirty-ring": (6, 2, 0), "dirty-bitmap": (6, 2, 0)}
@@ -50,16 +53,28 @@ class CalcSupport:
 
 
 def _schema_members(schema, command):
-    """Argument names and the mode enum of `command` in a query-qmp-schema reply."""
-    by_name = {entry.get("name"): entry for entry in schema if isinstance(entry, dict)}
-    cmd = next((e for e in schema if e.get("meta-type") == "command" and e.get("name") == command), None)
+    """Argument names and the mode enum of `command` in a query-qmp-schema
+    reply; entries that are not objects, and fields of the wrong type, are
+    passed over (the peer's word: replies.py)."""
+    entries = [e for e in schema if isinstance(e, dict)]
+    by_name = {e.get("name"): e for e in entries if isinstance(e.get("name"), str)}
+    cmd = next((e for e in entries if e.get("meta-type") == "command" and e.get("name") == command), None)
     if cmd is None:
         return None, ()
-    members = by_name.get(cmd.get("arg-type"), {}).get("members", [])
-    names = {m.get("name") for m in members}
-    mode_type = next((m.get("type") for m in members if m.get("name") == "mode"), None)
-    values = by_name.get(mode_type, {}).get("values", ())
-    return names, tuple(v if isinstance(v, str) else v.get("name") for v in values)
+
+    def members(name):
+        found = by_name.get(name) if isinstance(name, str) else None
+        listed = found.get("members") if isinstance(found, dict) else None
+        return [m for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
+
+    args = members(cmd.get("arg-type"))
+    names = {m.get("name") for m in args if isinstance(m.get("name"), str)}
+    mode_type = next((m.get("type") for m in args if m.get("name") == "mode"), None)
+    enum = by_name.get(mode_type) if isinstance(mode_type, str) else None
+    values = enum.get("values") if isinstance(enum, dict) else None
+    values = values if isinstance(values, list) else []
+    named = (v if isinstance(v, str) else v.get("name") if isinstance(v, dict) else None for v in values)
+    return names, tuple(v for v in named if isinstance(v, str))
 
 
 def calc_support(client):
@@ -118,7 +133,7 @@ def calc_dirty_rate(client, support, calc_ms, mode, counter=None, sample_pages=N
                 time.sleep(SAMPLE_EVERY / 4)
         sent = time.perf_counter()
         client.execute("calc-dirty-rate", args)
-        reply = client.wait_for("query-dirty-rate", lambda r: r.get("status") == "measured",
+        reply = client.wait_for("query-dirty-rate", lambda r: _measured(client, r),
                                 calc_ms / 1000 + 60, interval=0.002)
         done = time.perf_counter()
         time.sleep(2 * SAMPLE_EVERY)
@@ -126,4 +141,27 @@ def calc_dirty_rate(client, support, calc_ms, mode, counter=None, sample_pages=N
         stop.set()
         if sampler is not None:
             sampler.join()
-    return QemuDirtyRate(mode, int(calc_ms), int(reply.get("dirty-rate", -1)), reply, sent, done, tuple(samples))
+    return QemuDirtyRate(mode, int(calc_ms), measured_rate(client, reply), reply, sent, done, tuple(samples))
+
+
+def _measured(client, reply):
+    """Whether query-dirty-rate's answer is final (QEMU's statuses:
+    unstarted, measuring, measured)."""
+    status = replies.status(client, "query-dirty-rate", reply)
+    if status not in ("unstarted", "measuring", "measured"):
+        raise QmpConnectionError(f"QMP at {client.shown}: query-dirty-rate answered status "
+                                 f"{peer.printable(status, 40)!r}, not unstarted, measuring or measured")
+    return status == "measured"
+
+
+def measured_rate(client, reply):
+    """The dirty rate (MiB/s) of a measured answer.  QEMU leaves dirty-rate
+    at -1 when the measurement failed (our server too, with x-error): that
+    is an error, never a rate (it became a negative curve that
+    "converges")."""
+    value = reply.get("dirty-rate")
+    if value == -1 and type(value) is int:
+        why = reply.get("x-error")
+        raise QmpError(f"calc-dirty-rate failed at {client.shown} (query-dirty-rate reports dirty-rate -1"
+                       + (f": {peer.printable(why)})" if isinstance(why, str) else ")"), "GenericError")
+    return replies.whole(client, "query-dirty-rate", reply, "dirty-rate", 0, replies.MAX_DIRTY_RATE)

@@ -32,6 +32,7 @@ from ..microvm import guest as writer_guest
 from ..microvm.replay import WriterLog, WriterStream
 from ..microvm.workload import table_seed
 from ..microvm.writer import WriterControl, WriterHost
+from ..qmp import replies
 from . import launch
 
 SIZE_2M = 2 << 20
@@ -194,7 +195,8 @@ class QemuGuest(WriterHost):
         control block came with the RAM), once QEMU runs the guest: until
         then the incoming stream may still overwrite the control block, and
         a command written there would be lost."""
-        self.qmp.wait_for("query-status", lambda s: s.get("status") == "running", timeout, interval=0.02)
+        self.qmp.wait_for("query-status", lambda s: replies.status(self.qmp, "query-status", s) == "running",
+                          timeout, interval=0.02)
         self.writer.adopt_logs(logs)
         self.writer.load_tables()
 

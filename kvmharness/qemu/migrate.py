@@ -7,6 +7,8 @@ our predictions and our own migration with what this reports."""
 import time
 from dataclasses import dataclass
 
+from ..qmp import replies
+
 POLL = 0.05
 
 
@@ -45,13 +47,14 @@ def migrate_qemu(client, uri, deadline, parameters=None, capabilities=()):
     client.execute("migrate", {"uri": uri})
     t0, throttle = time.monotonic(), None
     while True:
-        info = client.execute("query-migrate")
+        info = replies.obj(client, "query-migrate", client.execute("query-migrate"))
         if "cpu-throttle-percentage" in info:
-            throttle = max(throttle or 0, int(info["cpu-throttle-percentage"]))
-        if info.get("status") in ("completed", "failed"):
+            throttle = max(throttle or 0, replies.whole(client, "query-migrate", info, "cpu-throttle-percentage", 0, 100))
+        if replies.status(client, "query-migrate", info) in ("completed", "failed"):
             return QemuMigration(info, True, time.monotonic() - t0, throttle)
         if time.monotonic() - t0 > deadline:
             client.execute("migrate_cancel")
-            client.wait_for("query-migrate", lambda i: i.get("status") in ("cancelled", "failed", "completed"), 30)
+            client.wait_for("query-migrate", lambda i: replies.status(client, "query-migrate", i)
+                            in ("cancelled", "failed", "completed"), 30)
             return QemuMigration(info, False, time.monotonic() - t0, throttle)
         time.sleep(POLL)

@@ -38,12 +38,13 @@ import numpy as np
 
 from ..dirtyrate.trackers.sampling import wilson_interval
 from ..errors import QmpError
+from ..qmp import replies
 
 PAGE = 4096
 ZERO_PAGE = bytes(PAGE)
 SAMPLE_PAGES = 4096
 PRESENT, SWAPPED = 1 << 63, 1 << 62
-_RAMBLOCK = re.compile(r"^\s*(\S+)\s+\d+ \w+\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)", re.M)
+_RAMBLOCK = re.compile(r"^\s*(\S+)\s+\d+ \w+\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)", re.M | re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ def ram_blocks(client):
     """QEMU's RAM blocks from `info ramblock`; () where it has no HVA
     column or no such command (QEMU 7.2, our own qmp server)."""
     try:
-        text = client.execute("human-monitor-command", {"command-line": "info ramblock"})
+        text = replies.text(client, "human-monitor-command",
+                            client.execute("human-monitor-command", {"command-line": "info ramblock"}))
     except QmpError:
         return ()
     if "HVA" not in text:

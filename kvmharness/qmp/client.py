@@ -6,17 +6,23 @@ It speaks the protocol as QEMU documents it (docs/interop/qmp-spec): read
 the greeting, negotiate with qmp_capabilities, then one command at a time,
 skipping the asynchronous events that may arrive between a command and its
 reply.  The peer is not trusted: a reply that is not a JSON object, a line
-longer than MAX_LINE, a closed connection or a silent peer each end in one
-QmpConnectionError naming the peer, never in a traceback.
+longer than MAX_LINE, JSON nested deeper than MAX_DEPTH, a closed
+connection, a silent or trickling peer each end in one QmpConnectionError
+naming the peer, never in a traceback; what its answers contain is checked
+where they are used (replies.py).
 """
 
+import collections
 import json
 import socket
 import time
 
-from ..errors import HarnessError, QmpError
+from .. import peer, units
+from ..errors import HarnessError, QmpError, UsageError
 
 MAX_LINE = 16 << 20  # query-qmp-schema of QEMU 7.2 is ~200 KB; anything near this is not QMP
+MAX_DEPTH = 32  # QEMU's replies nest a few levels (the schema 4)
+MAX_EVENTS = 1000  # the newest kept; a peer sending events without end costs no memory
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -25,24 +31,34 @@ class QmpConnectionError(HarnessError):
 
 
 def parse_address(address):
-    """A unix socket path, or HOST:PORT for TCP: (family, sockaddr)."""
+    """A unix socket path, or HOST:PORT for TCP (an IPv6 host in brackets,
+    [::1]:4444): (family, sockaddr)."""
+    if not isinstance(address, str) or not address.strip():
+        raise UsageError("the QMP address is empty: give a socket path or HOST:PORT")
     if "/" in address or ":" not in address:
         return socket.AF_UNIX, address
-    host, _, port = address.rpartition(":")
     try:
-        number = int(port)
-    except ValueError:
-        raise QmpConnectionError(f"{address!r} is neither a socket path nor HOST:PORT") from None
-    if not 0 < number < 65536:
-        raise QmpConnectionError(f"port {number} out of range in {address!r}")
-    return socket.AF_INET, (host.strip("[]"), number)
+        host, port = units.parse_tcp_address(address)
+    except UsageError as e:
+        raise QmpConnectionError(f"{peer.printable(address)} is neither a socket path nor HOST:PORT ({e})") from None
+    if port == 0:
+        raise QmpConnectionError(f"port 0 in {peer.printable(address)}: give the port QMP listens on")
+    return (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
 
 
 class QmpClient:
-    """One negotiated QMP session.  Use as a context manager."""
+    """One negotiated QMP session.  Use as a context manager.
+
+    Every exchange (the greeting and qmp_capabilities; each command and its
+    reply, with the events between) has one deadline, `timeout` seconds:
+    a peer that trickles a byte at a time, or sends events without end,
+    cannot hold us past it.  Of the events only the newest MAX_EVENTS are
+    kept (`events`; `events_dropped` counts the rest)."""
 
     def __init__(self, address, timeout=DEFAULT_TIMEOUT):
         self.address = address
+        self.timeout = timeout
+        self.shown = peer.printable(address)
         family, sockaddr = parse_address(address)
         self._sock = socket.socket(family, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
@@ -50,13 +66,15 @@ class QmpClient:
             self._sock.connect(sockaddr)
         except OSError as e:
             self._sock.close()
-            raise QmpConnectionError(f"cannot connect to QMP at {address}: {e.strerror or e}") from None
-        self._file = self._sock.makefile("rb")
-        self.events = []
+            raise QmpConnectionError(f"cannot connect to QMP at {self.shown}: {e.strerror or e}") from None
+        self._pending = b""
+        self.events = collections.deque(maxlen=MAX_EVENTS)
+        self.events_dropped = 0
         try:
-            greeting = self._read()
-            if "QMP" not in greeting:
-                raise QmpConnectionError(f"{address} did not greet like a QMP server")
+            deadline = peer.Deadline(timeout)
+            greeting = self._read(deadline)
+            if not isinstance(greeting.get("QMP"), dict):
+                raise QmpConnectionError(f"{self.shown} did not greet like a QMP server")
             self.greeting = greeting["QMP"]
             self.execute("qmp_capabilities")
         except BaseException:
@@ -66,52 +84,60 @@ class QmpClient:
     @property
     def version(self):
         """(major, minor, micro) from the greeting, or None."""
-        v = self.greeting.get("version", {}).get("qemu") if isinstance(self.greeting, dict) else None
+        v = self.greeting.get("version") if isinstance(self.greeting, dict) else None
+        v = v.get("qemu") if isinstance(v, dict) else None
         try:
-            return (int(v["major"]), int(v["minor"]), int(v["micro"]))
-        except (TypeError, KeyError, ValueError):
+            numbers = tuple(v[k] for k in ("major", "minor", "micro"))
+        except (TypeError, KeyError):
             return None
+        return numbers if all(type(n) is int and 0 <= n < 1 << 16 for n in numbers) else None
 
-    def _read(self):
+    def _read(self, deadline):
+        """The next message within `deadline`: a JSON object."""
         try:
-            line = self._file.readline(MAX_LINE + 1)
+            line, self._pending = peer.read_line(self._sock, deadline, MAX_LINE, buffer=self._pending)
         except socket.timeout:
-            raise QmpConnectionError(f"QMP at {self.address} did not answer in time") from None
+            raise QmpConnectionError(f"QMP at {self.shown} did not answer within {deadline.seconds:g} s") from None
+        except EOFError:
+            raise QmpConnectionError(f"QMP at {self.shown} closed the connection") from None
+        except OverflowError:
+            raise QmpConnectionError(f"QMP at {self.shown} sent a line over {MAX_LINE >> 20} MiB") from None
         except OSError as e:
-            raise QmpConnectionError(f"QMP at {self.address}: {e.strerror or e}") from None
-        if not line:
-            raise QmpConnectionError(f"QMP at {self.address} closed the connection")
-        if len(line) > MAX_LINE:
-            raise QmpConnectionError(f"QMP at {self.address} sent a line over {MAX_LINE >> 20} MiB")
+            raise QmpConnectionError(f"QMP at {self.shown}: {e.strerror or e}") from None
         try:
-            msg = json.loads(line)
-        except ValueError:
-            raise QmpConnectionError(f"QMP at {self.address} sent something that is not JSON") from None
+            msg = peer.loads(line, MAX_DEPTH)
+        except ValueError as e:
+            raise QmpConnectionError(f"QMP at {self.shown} sent something that is not QMP's JSON ({e})") from None
         if not isinstance(msg, dict):
-            raise QmpConnectionError(f"QMP at {self.address} sent a JSON {type(msg).__name__}, not an object")
+            raise QmpConnectionError(f"QMP at {self.shown} sent a JSON {type(msg).__name__}, not an object")
         return msg
 
     def execute(self, command, arguments=None):
         """Run one command; its "return" value, or QmpError with QEMU's class
-        and description."""
+        and description (escaped and cut: peer.printable)."""
         msg = {"execute": command}
         if arguments:
             msg["arguments"] = arguments
+        deadline = peer.Deadline(self.timeout)
         try:
+            deadline.arm(self._sock)
             self._sock.sendall(json.dumps(msg).encode() + b"\n")
         except OSError as e:
-            raise QmpConnectionError(f"QMP at {self.address}: {e.strerror or e}") from None
+            raise QmpConnectionError(f"QMP at {self.shown}: {e.strerror or e}") from None
         while True:
-            reply = self._read()
+            reply = self._read(deadline)
             if "event" in reply:
+                if len(self.events) == self.events.maxlen:
+                    self.events_dropped += 1
                 self.events.append(reply)
                 continue
             if "error" in reply:
                 err = reply["error"] if isinstance(reply["error"], dict) else {}
-                raise QmpError(str(err.get("desc", "unknown error")), str(err.get("class", "GenericError")))
+                raise QmpError(peer.printable(str(err.get("desc", "unknown error"))),
+                               peer.printable(str(err.get("class", "GenericError")), 64))
             if "return" in reply:
                 return reply["return"]
-            raise QmpConnectionError(f"QMP at {self.address} sent a reply with neither return nor error")
+            raise QmpConnectionError(f"QMP at {self.shown} sent a reply with neither return nor error")
 
     def wait_for(self, command, done, timeout, arguments=None, interval=0.01):
         """Run `command` until done(its return) holds; that return.  Polls
@@ -122,14 +148,11 @@ class QmpClient:
             if done(value):
                 return value
             if time.monotonic() > deadline:
-                raise QmpConnectionError(f"{command} at {self.address} did not finish within {timeout:.0f} s")
+                raise QmpConnectionError(f"{command} at {self.shown} did not finish within {timeout:.0f} s")
             time.sleep(interval)
 
     def close(self):
-        try:
-            self._file.close()
-        finally:
-            self._sock.close()
+        self._sock.close()
 
     def __enter__(self):
         return self
