@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "kvmharness"
-CROSS_CUTTING = {"errors", "units", "patterns", "timing", "_native", "__init__", "__version__"}
+CROSS_CUTTING = {"errors", "units", "patterns", "timing", "peer", "_native", "__init__", "__version__"}
 # layer -> the layers it may import (besides itself and the cross-cutting modules)
 ALLOWED = {
     "kvm": set(),

@@ -296,3 +296,200 @@ def test_qmp_over_ipv6_is_reached(tmp_path):
     for bad in ("127.0.0.1:١", "127.0.0.1:²", "::1:4444", "127.0.0.1:0"):
         with pytest.raises(HarnessError):
             parse_address(bad)
+
+
+# ---- hostile inputs on the command line ---------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["migrate-listen", "--port", "0", "--secret-file", ""],
+    ["migrate", "--to", "127.0.0.1:1", "--secret-file", ""],
+    ["qmp", "--socket", "/tmp/x", "--secret-file", ""],
+    ["predict", "--qmp", "", "--downtime", "300ms", "--bandwidth", "1Gbit/s"],
+    ["qemu-check", "--qemu", ""],
+    ["selftest", "--junit-xml", ""],
+    ["qmp", "--socket", ""],
+])
+def test_an_empty_value_is_an_error_never_off(cli, args):
+    """`--secret-file ''` (an unset $SECRET in a script) disabled
+    authentication on both ends; `predict --qmp ''` predicted a local VM."""
+    result = cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert "empty path" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["calc-dirty-rate", "--mem", "64MiB", "--calc-time", "٣"],
+    ["calc-dirty-rate", "--mem", "64MiB", "--calc-time", "1", "--sample-pages", "١٢٨"],
+    ["calc-dirty-rate", "--mem", "64MiB", "--calc-time", "²"],
+])
+def test_only_ascii_digits_are_numbers(cli, args):
+    result = cli(*args)
+    assert result.returncode == 2 and "use a whole number" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_migration_uri_takes_only_ascii_digits():
+    from kvmharness.migration.job import parse_uri
+
+    assert parse_uri("tcp:127.0.0.1:4444") == ("127.0.0.1", 4444)
+    for uri in ("tcp:127.0.0.1:²", "tcp:127.0.0.1:١", "tcp:127.0.0.1:٤٤٤٤", "tcp:h:123456", "tcp:h:\x1b[2J"):
+        with pytest.raises(HarnessError) as e:
+            parse_uri(uri)
+        assert "\x1b" not in str(e.value)
+
+
+def test_secret_files_of_the_wrong_kind_are_one_line_errors(tmp_path):
+    """A directory gave an IsADirectoryError traceback; a mode-600 FIFO
+    blocked forever in open; a mode-610 file was called "readable by
+    others"."""
+    import os
+
+    from kvmharness.errors import UsageError
+    from kvmharness.migration.auth import load_secret
+
+    folder = tmp_path / "dir"
+    folder.mkdir(mode=0o700)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    t, outcome = _run(load_secret, str(fifo))
+    t.join(30)
+    assert not t.is_alive(), "opening a FIFO blocked"
+    assert isinstance(outcome.get("error"), UsageError) and "not a regular file" in str(outcome["error"])
+    with pytest.raises(UsageError, match="not a regular file"):
+        load_secret(str(folder))
+    group = tmp_path / "group"
+    group.write_bytes(SECRET)
+    group.chmod(0o610)
+    with pytest.raises(UsageError, match="open to its group or others"):
+        load_secret(str(group))
+
+
+# ---- a lost go ----------------------------------------------------------------------------------------------
+
+class GoDropper:
+    """A relay between a migration source and its destination that passes
+    everything until the destination says ready, then drops what the
+    source sends (its go): the destination never resumes the guest."""
+
+    def __init__(self, destination_port):
+        self.destination_port = destination_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.ready_seen = threading.Event()
+        self.dropped = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        with contextlib.suppress(OSError):
+            source, _ = self.listener.accept()
+            destination = socket.create_connection(("127.0.0.1", self.destination_port))
+            threading.Thread(target=self._pipe, args=(destination, source, True), daemon=True).start()
+            self._pipe(source, destination, False)
+
+    def _pipe(self, src, dst, from_destination):
+        with contextlib.suppress(OSError):
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                if from_destination and b'"status": "ready"' in data:
+                    self.ready_seen.set()
+                elif not from_destination and self.ready_seen.is_set():
+                    self.dropped += len(data)
+                    continue
+                dst.sendall(data)
+        for s in (src, dst):  # one side gone: the other learns it
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self):
+        self.listener.close()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port, process):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the destination never listened")
+
+
+@pytest.mark.kvm
+def test_a_lost_go_is_never_reported_as_success():
+    """A relay dropped the source's go after ready: the source said
+    "switched over" and exited 0, the destination discarded the guest, and
+    it ran nowhere (3 of 3).  Now the source reports the switch-over
+    unconfirmed, exits 1, and says its guest is paused, not resumed."""
+    import subprocess
+
+    from kvmharness.pytest_plugin import KVMHARNESS
+
+    port = _free_port()
+    dest = subprocess.Popen([KVMHARNESS, "migrate-listen", "--port", str(port), "--run-after", "200ms", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _listening(port, dest)  # that probe is refused by the listener: it sends nothing
+        relay = GoDropper(port)
+        source = subprocess.run([KVMHARNESS, "migrate", "--to", f"127.0.0.1:{relay.port}", "--mem", "64MiB",
+                                 "--wps", "10k", "--json"], capture_output=True, text=True, timeout=180)
+        _, dest_err = dest.communicate(timeout=90)
+        relay.close()
+    finally:
+        dest.kill()
+    assert relay.ready_seen.is_set() and relay.dropped > 0
+    assert source.returncode == 1, source.stdout + source.stderr
+    report = json.loads(source.stdout)
+    assert report["converged"] is False and report["switch-over"] == "unconfirmed"
+    assert "unconfirmed" in source.stderr and "paused here" in source.stderr and "Traceback" not in source.stderr
+    assert dest.returncode == 1 and "no go from the source" in dest_err and "Traceback" not in dest_err
+
+
+@pytest.mark.kvm
+def test_over_qmp_a_lost_go_leaves_the_guest_paused_and_cont_resumes_it(tmp_path):
+    """The same lost go through QMP's migrate: query-migrate says failed
+    with the reason, query-status says paused (the guest writes nothing
+    here), a second migrate is refused, and cont brings the guest back."""
+    import subprocess
+
+    from qmp_helpers import RawClient, serving
+    from kvmharness.dirtyrate import DirtyRateMonitor
+    from kvmharness.pytest_plugin import KVMHARNESS, running_vm
+
+    port = _free_port()
+    dest = subprocess.Popen([KVMHARNESS, "migrate-listen", "--port", str(port), "--run-after", "200ms"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _listening(port, dest)
+        relay = GoDropper(port)
+        with running_vm(mem=64 << 20, seed=7) as vm, serving(vm, DirtyRateMonitor(vm), tmp_path / "q.sock") as s:
+            vm.run_writer(10_000)
+            client = RawClient(s.path)
+            assert client.cmd("migrate", uri=f"tcp:127.0.0.1:{relay.port}") == {"return": {}}
+            deadline = time.monotonic() + 120
+            while (info := client.cmd("query-migrate")["return"]).get("status") not in ("completed", "failed"):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert info["status"] == "failed" and "unconfirmed" in info.get("error-desc", ""), info
+            assert client.cmd("query-status")["return"]["status"] == "paused"
+            before = sum(vm.counters())
+            time.sleep(0.2)
+            assert sum(vm.counters()) == before, "a paused guest wrote"
+            again = client.cmd("migrate", uri=f"tcp:127.0.0.1:{relay.port}")
+            assert "paused" in again["error"]["desc"]
+            assert client.cmd("cont") == {"return": {}}
+            assert client.cmd("query-status")["return"]["status"] == "running"
+            deadline = time.monotonic() + 30
+            while sum(vm.counters()) == before:
+                assert time.monotonic() < deadline, "the guest did not write after cont"
+                time.sleep(0.05)
+            vm.check()
+        relay.close()
+        dest.communicate(timeout=90)
+    finally:
+        dest.kill()

@@ -120,7 +120,7 @@ def test_secret_files_are_checked(tmp_path):
     shared = tmp_path / "shared"
     shared.write_bytes(SECRET)
     shared.chmod(0o644)
-    with pytest.raises(UsageError, match="readable by others"):
+    with pytest.raises(UsageError, match="open to its group or others"):
         load_secret(str(shared))
     short = tmp_path / "short"
     short.write_bytes(b"pw")

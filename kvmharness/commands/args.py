@@ -46,7 +46,26 @@ def parse_seed(text):
     return value
 
 
+def parse_path(text):
+    """A file or socket path a user typed.  Empty is an error, never "not
+    given": an unset $SECRET in a script gave `--secret-file ''`, which
+    read as no secret and migrated unauthenticated."""
+    if not text.strip():
+        raise UsageError("an empty path (an unset variable?): give a file name")
+    if "\0" in text:
+        raise UsageError("a path cannot contain a NUL byte")
+    return text
+
+
+def parse_whole(text):
+    """A whole number of QEMU's calc-dirty-rate (calc-time, sample-pages):
+    ASCII digits only (int() took '٣'); the range is QEMU's to check."""
+    return units.parse_count(text, "number", 0, 1 << 63)
+
+
 positive_int = arg_type(units.parse_count)
+path = arg_type(parse_path)
+whole = arg_type(parse_whole)
 tcp_address = arg_type(units.parse_tcp_address)
 seed = arg_type(parse_seed)
 

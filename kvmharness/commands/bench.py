@@ -6,7 +6,7 @@ import os
 
 from .. import patterns, units
 from ..errors import UsageError
-from .args import add_backing_arguments, arg_type, positive_int
+from .args import add_backing_arguments, arg_type, path, positive_int
 
 
 def parse_sizes(text):
@@ -19,7 +19,7 @@ def add_arguments(p):
     p.add_argument("--quick", action="store_true",
                    help="1 GiB, five calc-times: under two minutes (with --measuring-cost: 1 GiB, 100 and 500 ms, "
                         "no alternatives)")
-    p.add_argument("--out", help="output folder (default results/bench, results/measuring-cost)")
+    p.add_argument("--out", type=path, help="output folder (default results/bench, results/measuring-cost)")
     p.add_argument("--runs", type=positive_int, help="runs per cell (default 3; 1 with --measuring-cost)")
     p.add_argument("--sizes", type=arg_type(parse_sizes),
                    help="comma-separated sizes (default 1GiB,4GiB,16GiB or 24GiB; 1GiB,4GiB with --measuring-cost)")
@@ -29,7 +29,7 @@ def add_arguments(p):
     p.add_argument("--pattern", type=arg_type(patterns.parse_pattern), default="random",
                    help=f"the writer's pattern: {patterns.PATTERN_HELP} (default random, the seed's)")
     add_backing_arguments(p)
-    p.add_argument("--compare", nargs="+", metavar="RESULTS_JSON",
+    p.add_argument("--compare", nargs="+", type=path, metavar="RESULTS_JSON",
                    help="instead of measuring: one table and plot of several hosts' bench results.json, into --out")
 
 

@@ -3,7 +3,7 @@ would, print query-dirty-rate's answer (HMP's text, or QMP's JSON)."""
 
 from .. import units
 from ..errors import DirtyRateError, UsageError
-from .args import MODE_NAMES, add_vm_arguments, arg_type, positive_int
+from .args import MODE_NAMES, add_vm_arguments, arg_type, positive_int, whole
 
 # dirtyrate/log_stop.py's names (importing it would load the engine for
 # --help); tests/test_measuring_cost.py checks that the two agree.
@@ -18,10 +18,10 @@ def parse_periods(text):
 def add_arguments(p):
     """A VM's arguments, then QEMU's calc-dirty-rate's (and our settling time and x-periods)."""
     add_vm_arguments(p)
-    p.add_argument("--calc-time", type=int, required=True, help="window length, in --calc-time-unit")
+    p.add_argument("--calc-time", type=whole, required=True, help="window length, in --calc-time-unit")
     p.add_argument("--calc-time-unit", choices=["second", "millisecond"], default="second")
     p.add_argument("--mode", choices=MODE_NAMES, default="page-sampling")
-    p.add_argument("--sample-pages", type=int, help="pages sampled per GiB (page-sampling; default 512)")
+    p.add_argument("--sample-pages", type=whole, help="pages sampled per GiB (page-sampling; default 512)")
     p.add_argument("--dirty-ring-size", type=positive_int,
                    help="dirty ring entries per vCPU (default: the host's maximum, in dirty-ring mode)")
     p.add_argument("--settle", type=arg_type(units.parse_duration), default=0.2,

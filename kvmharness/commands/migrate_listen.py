@@ -6,7 +6,7 @@ import time
 
 from .. import units
 from ..errors import HarnessError, UsageError
-from .args import BACKING_HELP, arg_type, parse_backing
+from .args import BACKING_HELP, arg_type, parse_backing, path
 
 
 def add_arguments(p):
@@ -14,7 +14,7 @@ def add_arguments(p):
     p.add_argument("--port", type=arg_type(units.parse_port), required=True)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; beyond loopback --secret-file is required)")
-    p.add_argument("--secret-file",
+    p.add_argument("--secret-file", type=path,
                    help="file holding a shared secret (16+ bytes, mode 600) that the source must prove by "
                         "HMAC-SHA256 challenge-response; peers without it are refused and the listener goes on")
     p.add_argument("--run-after", type=arg_type(units.parse_duration), default=1.0,
@@ -40,7 +40,7 @@ def main(args):
     from ..migration.listener import HandshakeListener
     from ..peer import printable
 
-    secret = load_secret(args.secret_file) if args.secret_file else None
+    secret = load_secret(args.secret_file) if args.secret_file is not None else None
     if secret is None and not is_loopback(args.host):
         raise UsageError(f"listening on {args.host} takes --secret-file: a migration peer supplies guest "
                          f"code and memory, so beyond loopback it must prove a shared secret")

@@ -6,7 +6,7 @@ import math
 
 from .. import units
 from ..errors import UsageError
-from .args import MODE_NAMES, add_vm_arguments, arg_type, positive_int
+from .args import MODE_NAMES, add_vm_arguments, arg_type, path, positive_int
 
 
 def add_arguments(p):
@@ -28,7 +28,7 @@ def add_arguments(p):
                    help="short (default): measure dirty(t) for a few downtimes (at most 2 s) and extend it with "
                         "a working-set model fitted to it; full: measure the whole first pass (up to 10 s); "
                         "separate: the full curve, one window per point")
-    p.add_argument("--qmp", metavar="SOCKET|HOST:PORT",
+    p.add_argument("--qmp", type=path, metavar="SOCKET|HOST:PORT",
                    help="predict a running QEMU VM (or a kvmharness qmp server) instead: dirty(t) from its "
                         "calc-dirty-rate over QMP alone (VM options are then not used)")
     p.set_defaults(settle=0.2, backing=None)
@@ -49,7 +49,7 @@ def main(args):
     downtimes = [args.downtime] + ([d for d in TABLE_DOWNTIMES if d != args.downtime] if args.table else [])
     links = [Link(b, args.tcp_overhead) for b in links]
     target = None
-    if args.qmp:
+    if args.qmp is not None:
         target, measured, verdicts = predict_over_qmp(args.qmp, links, downtimes, args.mode, args.max_iterations,
                                                       "full" if args.curve == "separate" else args.curve)
         vcpus, mode, mem, wps, pattern = target.vcpus, target.mode, target.ram_bytes, None, None

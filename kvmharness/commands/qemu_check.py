@@ -2,7 +2,7 @@
 
 from .. import patterns, units
 from ..errors import UsageError
-from .args import MODE_NAMES, add_json_argument, arg_type, positive_int, seed
+from .args import MODE_NAMES, add_json_argument, arg_type, path, positive_int, seed
 
 # page-sampling first: after a dirty-bitmap window QEMU stops dirty logging,
 # but on a shadow-paging (nested) host every page stays write-protected until
@@ -32,7 +32,7 @@ def parse_durations(text):
 
 def add_arguments(p):
     """Which QEMU, the workload in its guest, the windows and modes to check."""
-    p.add_argument("--qemu", metavar="PATH",
+    p.add_argument("--qemu", type=path, metavar="PATH",
                    help="the QEMU binary (default: the newest QEMU found: on PATH, or unpacked by scripts/setup.sh "
                         "into .venv/qemu; `probe` lists them)")
     p.add_argument("--mem", type=arg_type(units.parse_size), default=units.parse_size("1GiB"),

@@ -11,7 +11,7 @@ import os
 import signal
 
 from ..errors import HarnessError, Signalled, UsageError
-from .args import add_aid_arguments, add_vm_arguments, positive_int, tcp_address
+from .args import add_aid_arguments, add_vm_arguments, path, positive_int, tcp_address
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
@@ -20,12 +20,12 @@ MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 def add_arguments(p):
     """A VM's arguments, where to serve, the secret, and the dirty limit."""
     add_vm_arguments(p)
-    p.add_argument("--socket", help="unix socket path to serve on (created with mode 0600)")
+    p.add_argument("--socket", type=path, help="unix socket path to serve on (created with mode 0600)")
     p.add_argument("--tcp", type=tcp_address, help="also serve on TCP, [HOST:]PORT (host defaults to 127.0.0.1)")
     p.add_argument("--dirty-ring-size", type=positive_int,
                    help="create the VM with a dirty ring of this many entries per vCPU "
                         "(offers mode dirty-ring instead of dirty-bitmap, as in QEMU)")
-    p.add_argument("--secret-file", help="shared secret that QMP migrate's destinations must prove")
+    p.add_argument("--secret-file", type=path, help="shared secret that QMP migrate's destinations must prove")
     add_aid_arguments(p, throttle=False)
     p.set_defaults(settle=0.0)
 
@@ -66,7 +66,7 @@ def main(args):
 
     if args.socket is None and args.tcp is None:
         raise UsageError("say where to serve: --socket PATH and/or --tcp [HOST:]PORT")
-    secret = load_secret(args.secret_file) if args.secret_file else None
+    secret = load_secret(args.secret_file) if args.secret_file is not None else None
     if args.socket is not None:
         claim_socket_path(args.socket)
     caught = []
@@ -79,9 +79,10 @@ def main(args):
         loop = asyncio.get_running_loop()
         for signo in SIGNALS:
             loop.add_signal_handler(signo, lambda s=signo: (caught.append(s), server.request_quit("host-signal")))
-        where = [f"unix:{args.socket}"] if args.socket else []
+        where = [f"unix:{args.socket}"] if args.socket is not None else []
         if args.tcp:
-            where.append(f"tcp:{args.tcp[0]}:{server.tcp_port()}")
+            host = f"[{args.tcp[0]}]" if ":" in args.tcp[0] else args.tcp[0]  # QEMU's spelling: tcp:[::1]:PORT
+            where.append(f"tcp:{host}:{server.tcp_port()}")
         print(f"QMP listening on {', '.join(where)}", flush=True)
         await server.serve_until_quit()
 

@@ -7,13 +7,13 @@ import sys
 
 from .. import __version__
 from ..errors import UsageError
-from .args import add_json_argument
+from .args import add_json_argument, path
 
 
 def add_arguments(p):
     """How long, where the reports go, and which capabilities to hide."""
     p.add_argument("--quick", action="store_true", help="smaller VMs and one window per check (seconds)")
-    p.add_argument("--junit-xml", metavar="PATH", help="also write the results as JUnit XML, for CI")
+    p.add_argument("--junit-xml", type=path, metavar="PATH", help="also write the results as JUnit XML, for CI")
     add_json_argument(p)
     p.add_argument("--hide", nargs="+", action="extend", default=[], metavar="CAP",
                    help="treat a capability as absent: dirty-ring, dirty-ring-acq-rel, manual-protect "

@@ -371,6 +371,25 @@ class MicroVm(WriterHost):
         for thread in self.threads:
             thread.stopping = True
 
+    @property
+    def paused(self):
+        """Whether every vCPU was retired (a migration away) and none runs."""
+        return bool(self.threads) and all(t.stopping for t in self.threads)
+
+    def resume_retired(self, timeout=5.0):
+        """New threads for retired vCPUs, whose state is still in KVM: a
+        switch-over the destination never confirmed leaves the guest
+        paused here, and an operator who knows it does not run there
+        resumes it (QMP cont)."""
+        if not self.paused:
+            raise HarnessError("the guest is not paused")
+        for t in self.threads:
+            t.join(timeout)
+            if t.is_alive():
+                raise HarnessError(f"vCPU thread {t.name} has not ended; try again")
+        self.threads = []
+        self.start()
+
     def restore_vcpu(self, k, tsc, regs, sregs):
         """Load a vCPU's state from elsewhere (migration), before start()."""
         vcpu = self.vcpus[k]

@@ -58,16 +58,18 @@ def load_secret(path):
     16..4096 bytes (surrounding whitespace stripped), e.g. made with
     `head -c 32 /dev/urandom | base64 > secret; chmod 600 secret`."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO would block this open until someone writes it
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
         raise UsageError(f"cannot read the secret file '{path}': {e.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # a directory, a FIFO, a device: checked before reading
+        os.close(fd)
+        raise UsageError(f"the secret file '{path}' is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise UsageError(f"the secret file '{path}' is not a regular file")
         if mode & 0o077:
-            raise UsageError(f"the secret file '{path}' is readable by others (mode {stat.S_IMODE(mode):o}); "
-                             f"chmod 600 it")
+            raise UsageError(f"the secret file '{path}' is open to its group or others (mode "
+                             f"{stat.S_IMODE(mode):o}); chmod 600 it")
         secret = f.read(MAX_SECRET_BYTES + 1).strip()
     if not MIN_SECRET_BYTES <= len(secret) <= MAX_SECRET_BYTES:
         raise UsageError(f"the secret in '{path}' must be {MIN_SECRET_BYTES}..{MAX_SECRET_BYTES} bytes")

@@ -7,6 +7,7 @@ import threading
 import time
 
 from ..errors import HarnessError
+from ..peer import printable
 from . import parameters as mp
 from .source import Aid, MigrationProgress, migrate_out
 
@@ -15,8 +16,10 @@ def parse_uri(uri):
     """'tcp:HOST:PORT' -> (host, port), the only transport we speak."""
     scheme, _, rest = uri.partition(":")
     host, _, port = rest.rpartition(":")
-    if scheme != "tcp" or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise HarnessError(f"Invalid migration URI '{uri}': use tcp:HOST:PORT")
+    # ASCII digits only: '²'.isdigit() holds and int('²') raises; int('١') is 1
+    if (scheme != "tcp" or not host or not (port.isascii() and port.isdigit()) or len(port) > 5
+            or not 0 < int(port) < 65536):
+        raise HarnessError(f"Invalid migration URI '{printable(uri, 80)}': use tcp:HOST:PORT")
     return host.strip("[]"), int(port)
 
 
@@ -82,6 +85,9 @@ class MigrationJob:
                 raise HarnessError(mp.MIGRATION_ACTIVE)
             if self.status == "completed":
                 raise HarnessError("The guest has already migrated away")
+            if self.vm.paused:
+                raise HarnessError("The guest is paused after a switch-over the destination never confirmed: "
+                                   "check whether it runs there, then cont it here or quit")
             self.report, self.error, self.started = None, None, time.monotonic()
             self.progress = MigrationProgress(on_active=lambda: self._set_status("active"))
             self._set_status("setup")

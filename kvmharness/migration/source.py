@@ -24,6 +24,7 @@ from ..convergence.trigger import ThrottleParameters, ThrottleTrigger
 from ..errors import HarnessError
 from ..kvm import uapi
 from ..microvm.page_hash import zero_page_mask
+from ..peer import printable
 from .auth import authenticate_destination
 from .dirty_log import dirty_log_for
 from .parameters import LIMIT_NEEDS_RING
@@ -94,6 +95,7 @@ class MigrationReport:
     throttle_steps: tuple = ()  # ThrottleRecord
     levels: tuple = ()  # the aid's level in force during each iteration (0: none)
     timeline: object = None  # timeline.Timeline: the guest's writes until the pause
+    unconfirmed: bool = False  # go sent, no "resumed": the guest is paused here (QMP cont resumes it)
 
     def to_json(self):
         out = self._core_json()
@@ -106,6 +108,8 @@ class MigrationReport:
             out["levels-per-iteration"] = list(self.levels)
         if self.timeline is not None:
             out["timeline"] = self.timeline.to_json()
+        if self.unconfirmed:
+            out["switch-over"] = "unconfirmed"
         return out
 
     def _core_json(self):
@@ -279,18 +283,39 @@ def _switch_over(vm, sock, writer, log, pending, iterations, t_start, downtime, 
         # no "ready" within the bound: read_reply raises, the block ends and
         # the guest resumes here (the destination, without go, discards its copy)
         reply = read_reply(sock, bound)
-        resumed = reply.get("status") == "ready"
-        if resumed:
-            vm.retire_vcpus()  # from here on the guest lives at the destination
-            send_line(sock, {"go": True})
+        ready = reply.get("status") == "ready"
+        resumed = unconfirmed = False
+        if ready:
+            # The vCPUs stay out of the guest until the destination confirms
+            # it runs the guest: a go lost on the way must not leave it
+            # running nowhere while we report success (issue 25: a relay
+            # that dropped go made the source exit 0 and the guest vanish).
             try:
+                send_line(sock, {"go": True})
                 reply = reply | read_reply(sock, bound)
+                resumed = reply.get("status") == "resumed"
+                if not resumed:
+                    raise HarnessError(f"it answered {printable(reply.get('status'), 40)!r}")
             except (OSError, HarnessError) as e:
-                reply = reply | {"status": "resumed-unconfirmed", "error": str(e)}
+                unconfirmed = True
+                reply = reply | {"status": "unconfirmed", "error": printable(str(e))}
+            # Either way the guest does not run on here: it runs there, or it
+            # may (the go may have arrived and only the answer been lost).
+            # Unconfirmed, its state stays in this VM, paused: QMP's cont
+            # (or nothing, for the CLI) decides, never this code.
+            vm.retire_vcpus()
         downtime, basis = time.perf_counter() - t_pause, "round-trip"
         if resumed and reply.get("boot-id") is not None and reply.get("boot-id") == boot_id():
             downtime, basis = reply["resumed-at"] - t_pause_monotonic, "same-host-clock"
     total = time.perf_counter() - t_start
-    reason = "switched over" if resumed else f"the destination refused: {reply.get('error', reply)}"
+    if resumed:
+        reason = "switched over"
+    elif unconfirmed:
+        reason = (f"switch-over unconfirmed: go was sent, but the destination did not confirm that the guest runs "
+                  f"there ({reply['error']}); the guest is paused here, not resumed (it may be running there, and "
+                  f"at most one copy may run)")
+    else:
+        reason = f"the destination refused: {printable(str(reply.get('error', reply)))}"
     return MigrationReport(resumed, bool(reply.get("verified")), tuple(iterations), len(final), total,
-                           downtime, basis, hash_seconds, counters, reply, reason, timeline=seen)
+                           downtime, basis, hash_seconds, counters, reply, reason, timeline=seen,
+                           unconfirmed=unconfirmed)

@@ -154,8 +154,21 @@ def _query_cpus_fast(ctx, a):
 def _query_status(ctx, a):
     if ctx.migration.status == "completed":
         return {"running": False, "singlestep": False, "status": "postmigrate", "x-writing": False}
+    if ctx.vm.paused:  # a switch-over the destination never confirmed (migration/source.py)
+        return {"running": False, "singlestep": False, "status": "paused", "x-writing": False}
     writing = any(w.state == "running" for w in ctx.vm.writer.states())
     return {"running": True, "singlestep": False, "status": "running", "x-writing": writing}
+
+
+def _cont(ctx, a):
+    """QEMU's cont: resume a paused guest.  Ours pauses only when a
+    switch-over went unconfirmed; resuming it is the operator's call (the
+    guest may be running at the destination: check there first)."""
+    if ctx.migration.status == "completed":
+        raise QmpError("The guest has migrated away; it runs at the destination")
+    if ctx.vm.paused:
+        ctx.vm.resume_retired()
+    return {}
 
 
 COMMANDS = {
@@ -164,6 +177,7 @@ COMMANDS = {
         Command("qmp_capabilities", (Arg("enable", "array"),), None),
         Command("query-version", (), lambda ctx, a: version()),
         Command("query-status", (), _query_status),
+        Command("cont", (), _cont),
         Command("query-memory-size-summary", (), _query_memory_size_summary),
         Command("query-cpus-fast", (), _query_cpus_fast),
         Command("query-commands", (), _query_commands),
