@@ -29,6 +29,7 @@ MAX_DURATION = 10**6  # seconds (11.6 days)
 MIN_DURATION = Fraction(1, 10**6)  # the finest a duration can mean here
 MAX_RATE = 10**12  # writes/s
 MAX_BANDWIDTH = 10**15  # bits/s
+MIN_BANDWIDTH = 1000  # bits/s: below 1 kbit/s a 4 KiB page takes half a minute; 1e-7 bit/s was taken
 
 
 def _split(text, units, what, examples):
@@ -94,8 +95,8 @@ def parse_bandwidth(text):
         raise UsageError(f"invalid bandwidth {_shown(text)}: use e.g. 1Gbit/s, 100Mbit/s or 125MB/s")
     scale = (_BINARY if m.group(3) else _DECIMAL)[m.group(2).lower()]
     bits = Fraction(m.group(1)) * scale * (8 if m.group(4) == "B" else 1)
-    if bits <= 0:
-        raise UsageError(f"invalid bandwidth {_shown(text)}: must be more than 0")
+    if bits < MIN_BANDWIDTH:
+        raise UsageError(f"invalid bandwidth {_shown(text)}: at least 1kbit/s")
     return float(_bounded(text, bits, MAX_BANDWIDTH, "bandwidth", "bit/s"))
 
 

@@ -7,8 +7,10 @@ Constants of guest/layout.h are exported to Python by name, so host and
 guest share one definition of the memory layout and the control block.
 """
 
+import atexit
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 
@@ -28,6 +30,9 @@ def _layout_constants():
 def _assemble_guest():
     """The guest objects the extension links: writer.S, and the multiboot image."""
     out_dir = tempfile.mkdtemp(prefix="kvmh-guest-")
+    # removed when the build process ends (the extension links these objects after we return):
+    # every install left one of these folders behind
+    atexit.register(shutil.rmtree, out_dir, True)
     obj = os.path.join(out_dir, "writer.o")
     subprocess.check_call(
         ["gcc", "-c", "-I", GUEST, os.path.join(GUEST, "writer.S"), "-o", obj]

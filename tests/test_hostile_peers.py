@@ -482,6 +482,7 @@ def test_over_qmp_a_lost_go_leaves_the_guest_paused_and_cont_resumes_it(tmp_path
             assert sum(vm.counters()) == before, "a paused guest wrote"
             again = client.cmd("migrate", uri=f"tcp:127.0.0.1:{relay.port}")
             assert "paused" in again["error"]["desc"]
+            assert "paused" in client.cmd("x-set-writer", wps=1000)["error"]["desc"]  # at once, not after 10 s
             assert client.cmd("cont") == {"return": {}}
             assert client.cmd("query-status")["return"]["status"] == "running"
             deadline = time.monotonic() + 30
@@ -493,3 +494,68 @@ def test_over_qmp_a_lost_go_leaves_the_guest_paused_and_cont_resumes_it(tmp_path
         dest.communicate(timeout=90)
     finally:
         dest.kill()
+
+
+@pytest.mark.kvm
+def test_a_destination_that_refuses_mid_stream_is_heard():
+    """migrate-listen with a hugetlb backing and no pages reserved refused
+    the VM and hung up while the source still sent: the source reported
+    ECONNRESET, not the reason.  A destination here does the same (it
+    refuses after the header, unread pages in its buffer, so its close
+    resets the connection); the source reports its reason."""
+    import subprocess
+
+    from kvmharness.migration.auth import authenticate_source
+    from kvmharness.migration.stream import StreamReader
+    from kvmharness.pytest_plugin import KVMHARNESS
+
+    reason = "cannot build the VM the stream describes: no huge pages reserved \x1b[31m"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def destination():
+            conn, _ = listener.accept()
+            with conn:
+                authenticate_source(conn, None)
+                StreamReader(conn).header()
+                time.sleep(0.5)  # the source's pages pile up unread
+                conn.sendall(json.dumps({"status": "refused", "verified": False, "error": reason}).encode() + b"\n")
+
+        t = threading.Thread(target=destination, daemon=True)
+        t.start()
+        source = subprocess.run([KVMHARNESS, "migrate", "--to", f"127.0.0.1:{port}", "--mem", "256MiB",
+                                 "--wps", "10k"], capture_output=True, text=True, timeout=120)
+        t.join(30)
+    assert source.returncode == 1 and "Traceback" not in source.stderr
+    assert "the destination refused: cannot build the VM the stream describes: no huge pages reserved" \
+        in source.stderr, source.stderr
+    assert "\x1b" not in source.stderr
+
+
+def test_what_sigkill_left_is_swept_by_the_next_run(tmp_path):
+    """SIGKILL of qemu-check left its /tmp/kvmh-qemu-* folder (5 of 6):
+    no handler runs then, so the next run removes entries of processes
+    that are gone, and nothing else."""
+    import os
+
+    from kvmharness.qemu.launch import sweep_stale
+
+    dead = 2**22 + 12345  # above PID_MAX_LIMIT (2^22), the most pid_max can be: no such process
+    (tmp_path / f"kvmh-qemu-{dead}-ab").mkdir()
+    (tmp_path / f"kvmh-qemu-{dead}-ab" / "qmp.sock").write_text("")
+    (tmp_path / f"kvmh-qemu-{dead}-shm").write_text("")
+    kept = [f"kvmh-qemu-1-x", f"kvmh-qemu-{os.getpid()}-c", "kvmh-qemu-old", "other"]
+    for name in kept:
+        (tmp_path / name).write_text("")
+    sweep_stale(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == sorted(kept)
+
+
+@pytest.mark.parametrize("text", ["0.0000001bit/s", "999bit/s", "0b/s"])
+def test_a_bandwidth_below_a_kilobit_is_refused(text):
+    from kvmharness import units
+    from kvmharness.errors import UsageError
+
+    with pytest.raises(UsageError, match="at least 1kbit/s"):
+        units.parse_bandwidth(text)
+    assert units.parse_bandwidth("1kbit/s") == 1000

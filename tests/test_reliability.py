@@ -154,9 +154,14 @@ def test_qmp_serves_ipv6(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
+        assert line.startswith("QMP listening on tcp:[::1]:"), line  # it printed tcp:::1:PORT (issue 25)
         port = int(line.rsplit(":", 1)[1])
         with socket.create_connection(("::1", port), timeout=10) as s:
             assert b'"QMP"' in s.recv(4096)
+        from kvmharness.qmp.client import QmpClient
+
+        with QmpClient(f"[::1]:{port}", timeout=10) as client:  # predict --qmp [::1]:PORT always used AF_INET
+            assert client.execute("query-status")["status"] == "running"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import HarnessError
+from ..peer import printable
 from ..microvm.machine import MicroVm
 from ..microvm.page_hash import ZERO_PAGE_HASH, scatter_pages
 from .auth import authenticate_source
@@ -115,7 +116,7 @@ def receive(sock, backing="anonymous"):
                     raise StreamError(f"{len(mismatched)} pages differ from the source's "
                                       f"(first: page {int(mismatched[0])})")
             elif rtype == ABORT:
-                raise StreamError(f"the source gave up: {payload}")
+                raise StreamError(f"the source gave up: {printable(payload)}")
             elif rtype == END:
                 if not control_seen or len(restored) != len(vm.vcpus) or verified is None:
                     raise StreamError("END before the control slot, every vCPU and the hashes")

@@ -243,10 +243,28 @@ def migrate_out(vm, sock, downtime, max_iterations=30, bytes_per_second=None, se
                               verify, timeline)
         return dataclasses.replace(report, aid=aid.name, throttle_steps=tuple(in_force.steps),
                                    levels=tuple(levels))
+    except OSError as e:
+        raise _refusal(sock, e) from None
     finally:
         timeline.stop()
         in_force.end()
         log.close()
+
+
+def _refusal(sock, error):
+    """The error to report when sending failed: the destination's refusal
+    where it sent one before hanging up (a destination that cannot build
+    the VM, such as a hugetlb backing without reserved pages, refuses and
+    closes while we still send, and the reason reached us only as
+    ECONNRESET), else the send's own error."""
+    try:
+        reply = read_reply(sock, 1.0)
+    except (OSError, HarnessError):
+        reply = {}
+    if reply.get("status") == "refused":
+        return HarnessError(f"the destination refused: {printable(str(reply.get('error')))}; "
+                            f"the source guest keeps running")
+    return HarnessError(f"migration failed, the source guest keeps running: {error.strerror or error}")
 
 
 def _switch_over(vm, sock, writer, log, pending, iterations, t_start, downtime, sent_hashes, verify, timeline):

@@ -87,7 +87,8 @@ def ram_file(size):
     if size > st.f_bavail * st.f_frsize:
         raise HostMemoryError(f"QEMU's guest RAM needs {format_bytes(size)} in {SHM}, which has "
                               f"{format_bytes(st.f_bavail * st.f_frsize)} free; ask for less memory")
-    path = os.path.join(SHM, f"kvmh-qemu-{os.getpid()}-{secrets.token_hex(4)}")
+    launch.sweep_stale(SHM)
+    path = os.path.join(SHM, f"{launch.STALE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, size)

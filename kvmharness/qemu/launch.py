@@ -18,7 +18,9 @@ import ctypes
 import functools
 import glob
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -250,11 +252,50 @@ class QemuProcess:
         self.close()
 
 
+STALE_PREFIX = "kvmh-qemu-"
+
+
+def sweep_stale(folder, prefix=STALE_PREFIX):
+    """Remove what an earlier kvmharness killed by SIGKILL left in `folder`
+    (no handler runs on SIGKILL: qemu-check left its folder 5 times of 6):
+    our own entries named PREFIX<pid>-... whose process is gone.  A pid
+    reused since is taken as alive: the entry then waits for a later run."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = re.fullmatch(re.escape(prefix) + r"([0-9]+)-.*", name, re.ASCII | re.DOTALL)
+        if not m or int(m[1]) == os.getpid() or _alive(int(m[1])):
+            continue
+        path = os.path.join(folder, name)
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if st.st_uid != os.getuid():
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, and is not ours to signal
+    return True
+
+
 @contextlib.contextmanager
 def workdir():
     """A private directory (0700) for one QEMU's socket, log and image,
-    removed with all it holds."""
-    path = tempfile.mkdtemp(prefix="kvmh-qemu-")
+    removed with all it holds (and, by the next run, if SIGKILL stopped
+    this one: sweep_stale)."""
+    sweep_stale(tempfile.gettempdir())
+    path = tempfile.mkdtemp(prefix=f"{STALE_PREFIX}{os.getpid()}-")
     try:
         yield path
     finally:

@@ -70,7 +70,17 @@ def _write_percent(value):
     return Fraction(str(value))
 
 
+def _guest_here(ctx):
+    """Refuse at once what needs the guest running here: after a migration
+    it waited 10 s for a guest that had gone (issue 25)."""
+    if ctx.migration.status == "completed":
+        raise QmpError("The guest has migrated away; it runs at the destination")
+    if ctx.vm.paused:
+        raise QmpError("The guest is paused after an unconfirmed switch-over; cont it first")
+
+
 def _set_writer(ctx, a):
+    _guest_here(ctx)
     vm = ctx.vm
     vcpu = a.get("vcpu")
     if vcpu is not None and not 0 <= vcpu < len(vm.vcpus):
