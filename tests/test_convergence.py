@@ -227,7 +227,9 @@ def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
         throttle = cpu_throttle.CpuThrottle(vm)
         throttle.set(50)
         time.sleep(0.3)
+        before, t0 = vm.throttled_seconds(), time.monotonic()
         throttled = reader_rate()
+        share = (vm.throttled_seconds()[1] - before[1]) / (time.monotonic() - t0)  # exact sleep, host's clock
         throttle.stop()
     free, limited = [median(frees, k) for k in (0, 1)], [median(limiteds, k) for k in (0, 1)]
     # the writer is held: it slept (exact), and runs slower than free beyond the readings' noise.  Not "under
@@ -236,7 +238,11 @@ def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
     # four read 0.6x here
     assert slept[0] > 0 and limited[0] < 0.85 * free[0], (frees, limiteds)
     assert slept[1] == 0 and limited[1] >= 0.85 * free[1], (frees, limiteds)  # the reader never sleeps
-    assert throttled[1] <= 0.65 * free[1], (free, throttled)  # auto-converge slows it like a writer
+    # auto-converge slows it like a writer: it sleeps (counted exactly), and it runs no faster than the time
+    # left to it allows, beyond the readings' noise (15 %, above).  The share is what the host gave, not 50 %
+    # assumed: how long a sleep lasts, and how soon the thread is back, are the host's
+    assert share > 0.2, share
+    assert throttled[1] <= 1.15 * (1 - share) * free[1] + 1, (free, throttled, share)
 
 
 @pytest.fixture(scope="module")

@@ -231,23 +231,30 @@ def test_bursts_idle_between_writing_phases():
             time.sleep(0.001)
         last = vm.snapshot()
         vm.hold()
-    still = []  # stretches with no progress
-    start = None
-    for (t0, c0), (t1, c1) in zip(samples, samples[1:]):
+    # stretches with no progress, as the host saw them: (length, the sampling gaps at its two ends)
+    still, start = [], None
+    for i, ((t0, c0), (t1, c1)) in enumerate(zip(samples, samples[1:])):
         if c1 == c0 and start is None:
-            start = t0
+            start = i
         elif c1 != c0 and start is not None:
-            still.append(t1 - start)
+            before = samples[start][0] - samples[start - 1][0] if start else 0.0
+            still.append((t1 - samples[start][0], before, t1 - t0))
             start = None
-    idle = [s for s in still if s > 0.03]
-    print(f"still stretches over 30 ms: {[round(s * 1e3, 1) for s in idle]}")
-    # ten idle phases in the second; none much longer than OFF (a host
-    # stall next to one may add to it, 25 ms allowed)
-    assert 8 <= len(idle) <= 11 and max(idle) < 0.075
+    idle = [s for s in still if s[0] > 0.03]
     seconds = last.time - first.time
     idled = last.schedules[0].idled - first.schedules[0].idled
     dropped = last.schedules[0].dropped - first.schedules[0].dropped
     made = last.counters[0] - first.counters[0]
+    gaps = [b[0] - a[0] for a, b in zip(samples, samples[1:])]
+    print(f"still stretches over 30 ms: {[round(s[0] * 1e3, 1) for s in idle]}; the sampler's longest gap "
+          f"{max(gaps) * 1e3:.1f} ms; the guest idled {idled:.3f} s, dropped {dropped:.3f} s")
+    # the phases the guest began (its own accounting, exact) are the still stretches the host saw: each no
+    # longer than OFF plus what the guest's schedule dropped (a stalled vCPU) plus the sampling gaps at its
+    # ends (how soon the host's sampler ran is the host's: issue 24), none missed unless the sampler was away
+    phases = round(idled / 0.050)
+    assert all(length <= 0.050 + dropped + before + after + 0.001 for length, before, after in idle), idle
+    away = sum(g > 0.020 for g in gaps)
+    assert phases - 2 - away <= len(idle) <= phases + 1 + int(dropped / 0.030), (phases, len(idle), away)
     owed = 200_000 * (seconds - idled - dropped)
     print(f"{made} writes, owed {owed:.0f} ({made / owed:.4f}); idled {idled:.3f} s of {seconds:.3f}")
     assert abs(idled / seconds - 0.5) < 0.08  # whole idle phases begun: within one of 1 s / 100 ms
