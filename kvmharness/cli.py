@@ -32,6 +32,8 @@ COMMANDS = (
     ("qemu-check", "qemu_check", "boot our writer in QEMU and check QEMU's calc-dirty-rate against exact ground "
                                  "truth (and against kvmharness on its own VM)"),
     ("selftest", "selftest", "check that this host's KVM dirty tracking tells the truth (vs replay)"),
+    ("watch", "watch", "keep a fleet's migratability current over QMP: one live line per VM"),
+    ("exporter", "exporter", "a fleet's migratability as Prometheus metrics"),
 )
 
 

@@ -21,8 +21,9 @@ ALLOWED = {
     "perf": {"microvm", "kvm"},
     "qemu": {"qmp", "migration", "dirtyrate", "microvm", "kvm"},
     "selftest": {"perf", "migration", "dirtyrate", "microvm", "kvm"},
+    "watch": {"qemu", "qmp", "migration"},
     "commands": {"qmp", "migration", "convergence", "dirtyrate", "microvm", "kvm", "bench", "probe", "selftest",
-                 "perf", "qemu"},
+                 "perf", "qemu", "watch"},
     "cli": {"commands"},
     "pytest_plugin": {"dirtyrate", "microvm", "qemu"},
 }

@@ -152,3 +152,33 @@ def add_vm_arguments(p, wps_default="3M"):
                         "the warm-up then pays for host page allocation")
     add_backing_arguments(p)
     add_json_argument(p)
+
+
+def add_fleet_arguments(p):
+    """What `watch` and `exporter` watch: the VMs, the links, the downtime,
+    the mode and how often."""
+    p.add_argument("--qmp", type=path, action="append", required=True, metavar="SOCKET|HOST:PORT",
+                   help="a VM's QMP (any QEMU, or kvmharness qmp); repeat for each VM")
+    p.add_argument("--bandwidth", type=arg_type(units.parse_bandwidth), action="append",
+                   help="a migration link, e.g. 10Gbit/s; repeat for several (default 10Gbit/s)")
+    p.add_argument("--downtime", type=arg_type(units.parse_duration), default=0.3,
+                   help="the allowed downtime (default 300ms)")
+    p.add_argument("--mode", choices=MODE_NAMES, default="page-sampling",
+                   help="page-sampling (default: it costs the guest nothing after the window); an exact mode "
+                        "measures a VM again only once its after-effect is over (about 7.5 s per GiB)")
+    p.add_argument("--every", type=arg_type(units.parse_duration), default=10.0,
+                   help="how often each VM is measured (default 10s)")
+    p.add_argument("--concurrency", type=positive_int, default=8, help="VMs measured at once, at most (default 8)")
+    p.add_argument("--max-iterations", type=positive_int, default=30)
+    p.add_argument("--duration", type=arg_type(units.parse_duration),
+                   help="stop after this long (default: until SIGINT or SIGTERM)")
+
+
+def fleet_links(args):
+    """The links `--bandwidth` named (10 Gbit/s if none), and the checks
+    the measurement's windows need."""
+    if not 0.05 <= args.downtime <= 60:
+        raise UsageError("the downtime must be between 50ms and 60s (the windows calc-dirty-rate can measure)")
+    if args.every < 1:
+        raise UsageError("--every must be at least 1s: each measurement takes a few windows")
+    return sorted(set(args.bandwidth or [10e9]))

@@ -1,0 +1,92 @@
+"""What `watch` shows: one live line per VM on a terminal (redrawn in
+place), a line per reading when the output is not a terminal, JSON lines
+for scripts, and a plot of each VM's dirty rate and verdict on exit."""
+
+import json
+import time
+
+from .. import units
+
+PAGE = 4096
+
+
+def _link(v):
+    bw = units.format_bandwidth(v.bits_per_second).replace(" ", "")
+    if v.converges:
+        return f"{bw} converges in {v.total_seconds:.1f} s"
+    return f"{bw} does not converge; {v.aid}"
+
+
+def line(reading, trend, now=None):
+    """One VM's line: dirty rate, dirty(downtime), each link's verdict and
+    total time (or the aid that would make it converge), the trend since
+    the first reading and how old the line is."""
+    now = time.time() if now is None else now
+    age = f"{now - reading.at:.0f} s old"
+    if not reading.up:
+        return f"{reading.address}: DOWN ({reading.error}); {age}"
+    rate = reading.rate_pages * PAGE / 2**20
+    change = "" if trend is None or not reading.rate_pages else \
+        f", trend {trend * PAGE / 2**20:+.1f} MiB/s"
+    return (f"{reading.address}: {rate:.1f} MiB/s dirty ({reading.mode}), {reading.dirty_pages_at_downtime:.0f} "
+            f"pages in the downtime; " + "; ".join(_link(v) for v in reading.links) + f"{change}; {age}")
+
+
+def json_line(reading, trend):
+    return json.dumps(reading.to_json() | {"trend-pages-per-second": None if trend is None else round(trend, 1)})
+
+
+class Screen:
+    """The live block of lines on a terminal: redrawn in place each time
+    (cursor up, clear line), so each VM keeps one line."""
+
+    def __init__(self, out):
+        self.out = out
+        self.drawn = 0
+
+    def draw(self, lines, header):
+        if self.drawn:
+            self.out.write(f"\x1b[{self.drawn}A")
+        for text in [header, *lines]:
+            self.out.write("\x1b[2K" + text + "\n")
+        self.out.flush()
+        self.drawn = len(lines) + 1
+
+
+def plot(fleet, path):
+    """Each VM's dirty rate over time, its points marked by the verdict on
+    the first link (filled: converges, hollow: does not; x: down)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for address in fleet.vms:
+        history = fleet.history(address)
+        up = [r for r in history if r.up]
+        if up:
+            t = [r.at - fleet.started for r in up]
+            rate = [r.rate_pages * PAGE / 2**20 for r in up]
+            (drawn,) = ax.plot(t, rate, label=address)
+            yes = [(x, y) for x, y, r in zip(t, rate, up) if r.links and r.links[0].converges]
+            no = [(x, y) for x, y, r in zip(t, rate, up) if not (r.links and r.links[0].converges)]
+            if yes:
+                ax.scatter(*zip(*yes), color=drawn.get_color())
+            if no:
+                ax.scatter(*zip(*no), facecolors="none", edgecolors=drawn.get_color())
+        down = [r.at - fleet.started for r in history if not r.up]
+        if down:
+            ax.scatter(down, [0] * len(down), marker="x", color="black")
+    first = units.format_bandwidth(fleet.links[0].bits_per_second)
+    ax.set_xlabel("seconds since the watch began")
+    ax.set_ylabel("dirty rate (MiB/s)")
+    ax.set_title(f"dirty rate; filled: converges over {first} with {fleet.downtime * 1e3:g} ms downtime, "
+                 f"hollow: does not, x: down", fontsize=9)
+    if fleet.vms:
+        ax.legend(fontsize=8)
+    ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
