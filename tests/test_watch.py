@@ -6,6 +6,7 @@ own parser, a VM killed mid-watch, and signals."""
 
 import contextlib
 import json
+import math
 import random
 import signal
 import subprocess
@@ -216,3 +217,32 @@ def test_the_grafana_dashboard_queries_only_metrics_the_exporter_has():
         for target in panel["targets"]:
             name = re.match(r"kvmharness_vm_([a-z_]+)", target["expr"]).group(1)
             assert name in names, target["expr"]
+
+
+def test_a_line_says_what_matters_first_and_the_screen_never_wraps():
+    """The live view: age, rate and trend before the links, and each line
+    cut to the terminal's width (a wrapped line made the next redraw climb
+    one row short)."""
+    import io
+    import os
+
+    from kvmharness.watch import render
+    from kvmharness.watch.fleet import LinkVerdict, Reading
+
+    reading = Reading("/run/vm.qmp", 100.0, True, rate_pages=25600, dirty_pages_at_downtime=1234, mode="page-sampling",
+                      links=(LinkVerdict(1e9, False, math.inf, 0.0, "", 80, 102), LinkVerdict(1e10, True, 2.5, 0.3, "",
+                                                                                               None, None)))
+    text = render.line(reading, trend=256.0, now=103.0)
+    assert text.startswith("/run/vm.qmp [3 s old] 100.0 MiB/s dirty (trend +1.0), 1234 pages per downtime")
+    assert "1Gbit/s: no (converges with auto-converge ~80 % or limit 102 MB/s/vCPU)" in text
+    assert text.endswith("10Gbit/s: converges, 2.5 s")
+    down = Reading("/run/gone.qmp", 100.0, False, error="cannot connect")
+    assert render.line(down, None, now=110.0) == "/run/gone.qmp [10 s old] DOWN: cannot connect"
+    out = io.StringIO()
+    os.environ["COLUMNS"] = "60"
+    try:
+        render.Screen(out).draw([text, "short"], "header")
+    finally:
+        del os.environ["COLUMNS"]
+    rows = out.getvalue().split("\n")[:-1]
+    assert len(rows) == 3 and all(len(r.replace("\x1b[2K", "")) <= 59 for r in rows) and rows[1].endswith("...")

@@ -3,6 +3,7 @@ place), a line per reading when the output is not a terminal, JSON lines
 for scripts, and a plot of each VM's dirty rate and verdict on exit."""
 
 import json
+import shutil
 import time
 
 from .. import units
@@ -13,23 +14,25 @@ PAGE = 4096
 def _link(v):
     bw = units.format_bandwidth(v.bits_per_second).replace(" ", "")
     if v.converges:
-        return f"{bw} converges in {v.total_seconds:.1f} s"
-    return f"{bw} does not converge; {v.aid}"
+        return f"{bw}: converges, {v.total_seconds:.1f} s"
+    aids = ([f"auto-converge ~{v.throttle_pct} %"] if v.throttle_pct is not None else []) + \
+        ([f"limit {v.dirty_limit_mb_s} MB/s/vCPU"] if v.dirty_limit_mb_s is not None else [])
+    return f"{bw}: no" + (f" (converges with {' or '.join(aids)})" if aids else " (no aid helps)")
 
 
 def line(reading, trend, now=None):
-    """One VM's line: dirty rate, dirty(downtime), each link's verdict and
-    total time (or the aid that would make it converge), the trend since
-    the first reading and how old the line is."""
+    """One VM's line: how old it is, dirty rate and its trend since the
+    first reading, dirty(downtime), then each link's verdict and total
+    time, or the aid that would make it converge (what matters first
+    comes first: a narrow terminal cuts the end)."""
     now = time.time() if now is None else now
-    age = f"{now - reading.at:.0f} s old"
+    age = f"[{now - reading.at:.0f} s old]"
     if not reading.up:
-        return f"{reading.address}: DOWN ({reading.error}); {age}"
+        return f"{reading.address} {age} DOWN: {reading.error}"
     rate = reading.rate_pages * PAGE / 2**20
-    change = "" if trend is None or not reading.rate_pages else \
-        f", trend {trend * PAGE / 2**20:+.1f} MiB/s"
-    return (f"{reading.address}: {rate:.1f} MiB/s dirty ({reading.mode}), {reading.dirty_pages_at_downtime:.0f} "
-            f"pages in the downtime; " + "; ".join(_link(v) for v in reading.links) + f"{change}; {age}")
+    change = "" if trend is None else f" (trend {trend * PAGE / 2**20:+.1f})"
+    return (f"{reading.address} {age} {rate:.1f} MiB/s dirty{change}, {reading.dirty_pages_at_downtime:.0f} pages "
+            f"per downtime ({reading.mode}) | " + " | ".join(_link(v) for v in reading.links))
 
 
 def json_line(reading, trend):
@@ -38,17 +41,21 @@ def json_line(reading, trend):
 
 class Screen:
     """The live block of lines on a terminal: redrawn in place each time
-    (cursor up, clear line), so each VM keeps one line."""
+    (cursor up, clear line), so each VM keeps one line.  Each line is cut
+    to the terminal's width: a line that wrapped would take two rows and
+    the next redraw would climb one row short."""
 
     def __init__(self, out):
         self.out = out
         self.drawn = 0
 
     def draw(self, lines, header):
+        width = max(shutil.get_terminal_size().columns - 1, 20)
         if self.drawn:
             self.out.write(f"\x1b[{self.drawn}A")
         for text in [header, *lines]:
-            self.out.write("\x1b[2K" + text + "\n")
+            shown = text if len(text) <= width else text[: width - 3] + "..."
+            self.out.write("\x1b[2K" + shown + "\n")
         self.out.flush()
         self.drawn = len(lines) + 1
 
