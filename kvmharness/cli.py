@@ -76,14 +76,17 @@ def main(argv=None):
     command has finished, a late signal is ignored rather than allowed to
     turn a finished run into one killed on its way out (the soak script
     caught SIGHUP landing between the end of a run and the exit)."""
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    for signo in EXIT_SIGNALS:
+    for signo in EXIT_SIGNALS:  # first: before this, the signal's default action ends the process
         signal.signal(signo, _raise_signalled)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = None
     try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
         return args.handler(args)
     except UsageError as e:
+        if parser is None:
+            raise
         parser.exit(2, f"kvmharness: error: {e}\n")
     except HarnessError as e:
         print(f"kvmharness: error: {e}", file=sys.stderr)

@@ -4,8 +4,9 @@ random delay, and check how it ended, many times over.
 
 Commands: run, calc-dirty-rate in each mode, qmp under load (three clients
 pipelining query-status), predict, both ends of a migration over loopback
-(the signal goes to one end), and qemu-check (no QEMU, RAM file or work
-directory of ours may outlive it).  A run passes if the signalled
+(the signal goes to one end), qemu-check (no QEMU, RAM file or work
+directory of ours may outlive it), and watch and exporter watching a
+`kvmharness qmp` (which must then still stop cleanly on SIGTERM).  A run passes if the signalled
 command exited 0 (it finished first) or 128 + the signal, printed no
 traceback, crashed nothing (no negative status) and left no socket behind;
 the other end of a migration must exit 0 or 1 with a one-line error, or,
@@ -68,21 +69,41 @@ SCENARIOS = {
                                   ["migrate", "--to", f"127.0.0.1:{port}", *VM[:2], "--wps", "20k"]],
     "qemu-check": lambda tmp, port: [["qemu-check", "--mem", "64MiB", "--wps", "300k", "--calc-times", "1s",
                                       "--modes", "dirty-bitmap,dirty-ring", "--dirty-ring-size", "4096"]],
+    "watch": lambda tmp, port: [["watch", "--qmp", os.path.join(tmp, "w.sock"), "--every", "1s", "--json-lines"]],
+    "exporter": lambda tmp, port: [["exporter", "--listen", f"127.0.0.1:{port}", "--qmp", os.path.join(tmp, "w.sock"),
+                                    "--every", "1s"]],
+}
+# Scenarios that need a server to watch: started first, not signalled, and
+# stopped with SIGTERM afterwards (it must exit 143: the watcher's signal
+# must not have harmed it, and it must have no session left that holds it)
+HELPERS = {
+    "watch": lambda tmp: ["qmp", "--socket", os.path.join(tmp, "w.sock"), "--mem", "128MiB", "--wps", "50k"],
+    "exporter": lambda tmp: ["qmp", "--socket", os.path.join(tmp, "w.sock"), "--mem", "128MiB", "--wps", "50k"],
 }
 # qemu-check boots QEMU (~4 s here) before it measures: its signals are
 # spread over 4x the delay range, so that they land in boot, QEMU's
 # measurement and our own VM's alike
 DELAY_SCALE = {"qemu-check": 4.0}
+# Before Python has started kvmharness's code (interpreter start, imports:
+# ~0.1 s on a loaded 2-CPU runner) a SIGTERM or SIGHUP takes its default
+# action; a shell reports that as 128 + n too, and nothing had started
+EARLY = 0.3
 
 
-def qemu_leftovers():
-    """QEMU RAM files, QEMU work directories and QEMU processes running our image."""
+def qemu_leftovers(pids):
+    """QEMU RAM files, QEMU work directories and QEMU processes running our
+    image that belong to the kvmharness processes `pids`: their names carry
+    the pid of the process that made them (kvmh-qemu-<pid>-...), so a test
+    suite running beside the soak is not counted against it."""
     import glob
 
-    files = set(glob.glob("/dev/shm/kvmh-qemu-*")) | set(glob.glob(os.path.join(tempfile.gettempdir(),
-                                                                                  "kvmh-qemu-*")))
-    procs = subprocess.run(["pgrep", "-f", "kvmharness-writer.elf"], capture_output=True, text=True).stdout.split()
-    return files | {f"qemu pid {p}" for p in procs}
+    mine = tuple(f"kvmh-qemu-{pid}-" for pid in pids)
+    files = {f for f in glob.glob("/dev/shm/kvmh-qemu-*") + glob.glob(os.path.join(tempfile.gettempdir(),
+                                                                                   "kvmh-qemu-*"))
+             if os.path.basename(f).startswith(mine)}
+    procs = subprocess.run(["pgrep", "-a", "-f", "kvmharness-writer.elf"], capture_output=True,
+                           text=True).stdout.splitlines()
+    return files | {f"qemu pid {line.split()[0]}" for line in procs if any(m in line for m in mine)}
 
 
 def one(i, rng, args, tmp):
@@ -91,11 +112,15 @@ def one(i, rng, args, tmp):
     delay = rng.uniform(args.min, args.max) * DELAY_SCALE.get(name, 1.0)
     port = 20000 + i % 20000
     commands = SCENARIOS[name](tmp, port)
-    qemu_before = qemu_leftovers()
-    procs = []
+    procs, helpers = [], []
     stop = threading.Event()
     loader = None
     try:
+        if name in HELPERS:
+            helpers.append(_spawn(HELPERS[name](tmp)))
+            deadline = time.monotonic() + 30
+            while not os.path.exists(os.path.join(tmp, "w.sock")) and time.monotonic() < deadline:
+                time.sleep(0.05)
         for k, command in enumerate(commands):
             procs.append(_spawn(command))
             if k + 1 < len(commands):
@@ -115,24 +140,31 @@ def one(i, rng, args, tmp):
                 still_listening = p  # a listener whose source never got through the handshake
                 p.send_signal(signal.SIGTERM)
                 results.append((p, *p.communicate(timeout=30)))
+        for h in helpers:
+            h.send_signal(signal.SIGTERM)
+            results.append((h, *h.communicate(timeout=60)))
     finally:
         stop.set()
         if loader:
             loader.join(5)
-        for p in procs:
+        for p in procs + helpers:
             p.kill()
     problems = []
     for p, _, err in results:
         ok = {0, 128 + signo} if p is target else {0, 1}
+        if p in helpers:  # the watched server, stopped by us
+            ok = {128 + signal.SIGTERM}
         if p is still_listening:  # its source died before it connected, or during the handshake
             ok = {128 + signal.SIGTERM}
-        if p.returncode < 0:
+        if p is target and p.returncode == -signo and delay < EARLY:
+            pass  # the signal's default action, before the interpreter reached kvmharness's handlers: nothing ran
+        elif p.returncode < 0:
             problems.append(f"crashed with signal {-p.returncode}")
         elif p.returncode not in ok:
             problems.append(f"exit {p.returncode}")
         if "Traceback" in err:
             problems.append("traceback")
-    stray = qemu_leftovers() - qemu_before
+    stray = qemu_leftovers([p.pid for p in procs + helpers])
     if stray:
         problems.append(f"QEMU left behind: {sorted(stray)}")
     leftovers = os.listdir(tmp)
