@@ -239,6 +239,7 @@ CORPUS = (
     # ---- the VM ----
     qmp("query-memory-size-summary"),
     qmp("query-cpus-fast"),
+    qmp("cont"),  # a running guest: {} from both (ours pauses only after an unconfirmed switch-over)
     # ---- query-migrate before, during and after a migration ----
     qmp("query-migrate"),
     Step("writer", "1000"),

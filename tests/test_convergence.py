@@ -183,8 +183,15 @@ def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
         print(f"quota {quota} MB/s, period {period_ms} ms, ring {ring}: writer's own {own:.0f} MB/s, "
               f"settled to {rates[-1][1]:.0f} after {settled} s, slept {slept:.2f} s; "
               f"{[round(r) for _, r in rates]}")
-        if quota >= 1.5 * own:  # cannot bind
-            assert slept == 0 and all(t == 0 for _, per in limit.history for _, t in per), rates
+        if quota >= 1.5 * own:  # cannot bind at the pace measured; but a loaded host's writer wanders
+            # (a run read 37..89 MB/s under a 100 MB/s quota, and one 100 ms period went over it): the vCPU
+            # is made to sleep only once a period measured it over the quota, as QEMU's controller does
+            periods = [per[0] for _, per in limit.history]
+            throttled = [i for i, (_, t) in enumerate(periods) if t > 0]
+            if throttled:
+                assert any(r > quota for r, _ in periods[: throttled[0] + 1]), periods
+            else:
+                assert slept == 0, rates
         elif quota * 1.25 <= own:  # binds: held in the band around the quota
             assert settled is not None, (target, rates)
             assert settled <= seconds - 1.0, rates  # and it stayed there for the last second at least

@@ -136,7 +136,7 @@ def test_hmp_numbers_are_ascii_and_bounded(line, reply):
     (["run", "--vcpus", "\u0663"], "invalid count"),
     (["predict", "--mem", "64MiB", "--downtime", "300ms", "--bandwidth", "9" * 400 + "Gbit/s"],
      "invalid bandwidth"),
-    (["qmp", "--socket", ""], "--socket needs a path"),
+    (["qmp", "--socket", ""], "an empty path"),
     (["qmp", "--socket", "/tmp/" + "x" * 200], "longer than 107 bytes"),
     (["bench", "--quick", "--out", "/proc/nope"], "cannot write results to /proc/nope"),
     (["migrate", "--to", "[::1]"], "invalid TCP address"),

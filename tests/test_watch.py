@@ -50,6 +50,7 @@ def test_watching_two_vms_reads_their_truth_and_predict_s_verdicts(tmp_path):
     from kvmharness.dirtyrate import DirtyRateMonitor
     from kvmharness.migration.model import Link
     from kvmharness.qemu.curve import predict_over_qmp
+    from kvmharness.qmp.client import QmpClient
 
     links = [Link(100e6), Link(10e9)]
     with running_vm(mem=64 * MIB, seed=61) as slow, running_vm(mem=256 * MIB, seed=62) as fast, \
@@ -62,6 +63,9 @@ def test_watching_two_vms_reads_their_truth_and_predict_s_verdicts(tmp_path):
             _wait(lambda: all(len([r for r in fleet.history(p) if r.up]) >= 2 for p in (a.path, b.path)))
         finally:
             fleet.stop(timeout=120)
+        for path in (a.path, b.path):  # a window the stopped watch had begun runs on to its end, as in QEMU
+            with QmpClient(path, timeout=10) as client:
+                client.wait_for("query-dirty-rate", lambda r: r["status"] != "measuring", 30)
         beside = {p: predict_over_qmp(p, links, [0.3], "dirty-bitmap", 30)[2] for p in (a.path, b.path)}
         checked = 0
         for path, vm in ((a.path, slow), (b.path, fast)):

@@ -40,15 +40,15 @@ def main(args):
     shown = f"[{host}]" if ":" in host else host
     print(f"metrics on http://{shown}:{server.server_address[1]}/metrics for {len(args.qmp)} VM(s)", flush=True,
           file=sys.stdout)
-    fleet.start()
     try:
+        fleet.start()
         if args.duration:
             time.sleep(args.duration)
         else:
             while True:
                 time.sleep(3600)
     finally:
-        fleet.stop(timeout=120)
+        fleet.stop(timeout=30)
         server.shutdown()
         server.server_close()
     return 0

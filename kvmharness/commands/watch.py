@@ -36,8 +36,8 @@ def main(args):
             print(render.line(reading, fleet.trend(reading.address)), file=out, flush=True)
 
     fleet = Fleet(args.qmp, links, args.downtime, args.mode, args.every, args.concurrency, on_reading=show)
-    fleet.start()
     try:
+        fleet.start()
         end = time.monotonic() + args.duration if args.duration else None
         while end is None or time.monotonic() < end:
             if live:
@@ -47,7 +47,7 @@ def main(args):
                                    f"downtime {args.downtime * 1e3:g} ms (Ctrl-C ends)")
             time.sleep(min(1.0, end - time.monotonic()) if end else 1.0)
     finally:
-        fleet.stop(timeout=120)
+        fleet.stop(timeout=30)
         if args.plot:
             render.plot(fleet, args.plot)
     return 0

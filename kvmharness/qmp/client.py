@@ -151,6 +151,15 @@ class QmpClient:
                 raise QmpConnectionError(f"{command} at {self.shown} did not finish within {timeout:.0f} s")
             time.sleep(interval)
 
+    def abort(self):
+        """End the session from another thread: whatever exchange is under
+        way fails at once with QmpConnectionError (a watch stopping does not
+        wait out a window)."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def close(self):
         self._sock.close()
 

@@ -84,13 +84,21 @@ class Reading:
                       for v in self.links]}
 
 
-def measure_once(address, links, downtime, mode, max_iterations=30, timeout=CONNECT_TIMEOUT):
+def measure_once(address, links, downtime, mode, max_iterations=30, timeout=CONNECT_TIMEOUT, opened=None):
     """One Reading of the VM at `address`: the short curve, then for each
-    link the model's verdict and the aid that makes it converge."""
+    link the model's verdict and the aid that makes it converge.
+    `opened(client)` is told the session once it is open (and `opened(None)`
+    once it is closed), so that a stopping watch can abort it."""
     t0 = time.perf_counter()
     try:
         with QmpClient(address, timeout=timeout) as client:
-            target, measured, verdicts = predict_with(client, address, links, [downtime], mode, max_iterations)
+            if opened is not None:
+                opened(client)
+            try:
+                target, measured, verdicts = predict_with(client, address, links, [downtime], mode, max_iterations)
+            finally:
+                if opened is not None:
+                    opened(None)
     except HarnessError as e:
         return Reading(address, time.time(), False, printable(str(e)))
     curve = measured.curve
@@ -151,6 +159,7 @@ class Fleet:
         self._slots = threading.Semaphore(concurrency)
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._sessions = {}  # address -> the QmpClient measuring it now
         self._threads = [threading.Thread(target=self._watch, args=(vm,), name=f"watch {vm.address}", daemon=True)
                          for vm in self.vms.values()]
 
@@ -160,12 +169,28 @@ class Fleet:
         return self
 
     def stop(self, timeout=None):
-        """Ask every VM's thread to end and wait for them: a thread in a
-        measurement finishes its window first (its QMP session then closes;
-        nothing is left open)."""
+        """Ask every VM's thread to end and wait for them: a measurement
+        under way is aborted (its QMP session shut down: the exchange fails
+        at once and the session closes), so that stopping takes no longer
+        than a thread needs to notice, however slow the peer or the host
+        (a loaded runner's watch, waiting out windows, outlived 120 s)."""
         self._stop.set()
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for client in sessions:
+            client.abort()
         for t in self._threads:
             t.join(timeout)
+
+    def _opened(self, address, client):
+        with self._lock:
+            if client is None:
+                self._sessions.pop(address, None)
+                return
+            self._sessions[address] = client
+            stopping = self._stop.is_set()
+        if stopping:  # stop() ran between connecting and here
+            client.abort()
 
     def stopping(self):
         return self._stop.is_set()
@@ -196,7 +221,10 @@ class Fleet:
             with self._slots:
                 if self._stop.is_set():
                     return
-                reading = self.measure(vm.address, self.links, self.downtime, self.mode)
+                reading = self.measure(vm.address, self.links, self.downtime, self.mode,
+                                       opened=lambda c, a=vm.address: self._opened(a, c))
+            if self._stop.is_set():
+                return  # aborted by stop(): not a reading
             with self._lock:
                 vm.latest = reading
                 vm.history.append(reading)
