@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from qmp_helpers import serving
-from kvmharness.pytest_plugin import KVMHARNESS, replayed, running_vm
+from kvmharness.pytest_plugin import KVMHARNESS, default_sigint, replayed, running_vm
 
 MIB = 1 << 20
 PAGE = 4096
@@ -188,7 +188,8 @@ def test_watch_under_signals_exits_cleanly_and_leaves_no_session(tmp_path):
         vm.run_writer(10_000)
         for signo in [signal.SIGINT, signal.SIGTERM, signal.SIGHUP] * 2:
             proc = subprocess.Popen([KVMHARNESS, "watch", "--qmp", s.path, "--every", "1s", "--json-lines"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    preexec_fn=default_sigint)  # a suite run in the background ignores SIGINT
             time.sleep(rng.uniform(0.3, 3.0))
             proc.send_signal(signo)
             out, err = proc.communicate(timeout=120)
