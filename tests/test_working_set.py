@@ -100,3 +100,20 @@ def test_a_plateau_seen_on_several_points_is_kept():
     law = LAWS["small set"]
     model = working_set.fit(points(law), N, 9.0)
     assert model.at(9.0) <= 1.05 * 30_000
+
+
+def test_a_set_filling_where_the_measuring_ends_is_not_believed():
+    """The second fresh-clone failure (zipf, 256 MiB): the fit chosen was a
+    sweep of 45474 pages at 38092 pages/s, full at 1.194 s, the window's
+    own end (the window counted 65.4 k at 4 s).  No point could show that
+    plateau: such rows are out of the running now, while a sweep full long
+    after the points (the sweep law here, at 7.2 s), a uniform set and a
+    hot set stay in."""
+    import numpy as np
+
+    t = np.array(WINDOWS)
+    rows = np.array([[45474, 38092, 1.0, 0.0], [N, 36600, 1.0, 0.0], [30000, 36600, math.inf, 0.0],
+                     [45474, 38092, 2.0, 0.0]])
+    assert working_set._unevidenced("working-set", rows, t).tolist() == [True, False, False, False]
+    assert not working_set._unevidenced("hot-cold", rows, t).any()
+
