@@ -174,11 +174,26 @@ def add_fleet_arguments(p):
                    help="stop after this long (default: until SIGINT or SIGTERM)")
 
 
+def check_downtime(seconds):
+    """A downtime is measured as one calc-dirty-rate window (the seed's
+    rule), so it must be one: 50 ms .. 60 s."""
+    if not 0.05 <= seconds <= 60:
+        raise UsageError("the downtime must be between 50ms and 60s (the windows calc-dirty-rate can measure)")
+
+
 def fleet_links(args):
     """The links `--bandwidth` named (10 Gbit/s if none), and the checks
     the measurement's windows need."""
-    if not 0.05 <= args.downtime <= 60:
-        raise UsageError("the downtime must be between 50ms and 60s (the windows calc-dirty-rate can measure)")
+    check_downtime(args.downtime)
     if args.every < 1:
         raise UsageError("--every must be at least 1s: each measurement takes a few windows")
     return sorted(set(args.bandwidth or [10e9]))
+
+
+def fleet_of(args, on_reading=None):
+    """The Fleet add_fleet_arguments' options describe (not started)."""
+    from ..migration.model import Link
+    from ..watch.fleet import Fleet
+
+    return Fleet(args.qmp, [Link(b) for b in fleet_links(args)], args.downtime, args.mode, args.every,
+                 args.concurrency, on_reading=on_reading, max_iterations=args.max_iterations)

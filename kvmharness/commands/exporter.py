@@ -4,7 +4,7 @@ import sys
 
 from .. import units
 from ..errors import HarnessError, UsageError
-from .args import add_fleet_arguments, arg_type, fleet_links, path
+from .args import add_fleet_arguments, arg_type, fleet_of, path
 
 
 def add_arguments(p):
@@ -22,17 +22,14 @@ def main(args):
     import time
 
     from ..migration.auth import is_loopback, load_secret
-    from ..migration.model import Link
-    from ..watch.fleet import Fleet
     from ..watch.metrics import serve
 
-    links = [Link(b) for b in fleet_links(args)]
+    fleet = fleet_of(args)
     host, port = args.listen
     token = load_secret(args.secret_file) if args.secret_file is not None else None
     if token is None and not is_loopback(host):
         raise UsageError(f"serving metrics on {host} takes --secret-file (a bearer token): the metrics name "
                          f"every VM and its QMP address")
-    fleet = Fleet(args.qmp, links, args.downtime, args.mode, args.every, args.concurrency)
     try:
         server = serve(fleet, host, port, token)
     except OSError as e:

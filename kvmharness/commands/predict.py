@@ -5,8 +5,7 @@ pre-copy model."""
 import math
 
 from .. import units
-from ..errors import UsageError
-from .args import MODE_NAMES, add_vm_arguments, arg_type, path, positive_int
+from .args import MODE_NAMES, add_vm_arguments, arg_type, check_downtime, path, positive_int
 
 
 def add_arguments(p):
@@ -43,8 +42,7 @@ def main(args):
     from ..qemu.curve import predict_over_qmp
     from .measuring import measurement_vm, quick_backing
 
-    if not 0.05 <= args.downtime <= 60:
-        raise UsageError("the downtime must be between 50ms and 60s (the windows calc-dirty-rate can measure)")
+    check_downtime(args.downtime)
     links = [args.bandwidth] + ([b for b in TABLE_BANDWIDTHS if b != args.bandwidth] if args.table else [])
     downtimes = [args.downtime] + ([d for d in TABLE_DOWNTIMES if d != args.downtime] if args.table else [])
     links = [Link(b, args.tcp_overhead) for b in links]

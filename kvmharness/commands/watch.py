@@ -3,7 +3,7 @@ JSON lines), and plot it on exit."""
 
 import sys
 
-from .args import add_fleet_arguments, fleet_links, path
+from .args import add_fleet_arguments, fleet_of, path
 
 
 def add_arguments(p):
@@ -19,11 +19,8 @@ def main(args):
     measurement and closed its QMP session, and the plot is written."""
     import time
 
-    from ..migration.model import Link
     from ..watch import render
-    from ..watch.fleet import Fleet
 
-    links = [Link(b) for b in fleet_links(args)]
     out = sys.stdout
     live = out.isatty() and not args.json_lines
     screen = render.Screen(out)
@@ -35,7 +32,7 @@ def main(args):
         elif not live:
             print(render.line(reading, fleet.trend(reading.address)), file=out, flush=True)
 
-    fleet = Fleet(args.qmp, links, args.downtime, args.mode, args.every, args.concurrency, on_reading=show)
+    fleet = fleet_of(args, on_reading=show)
     try:
         fleet.start()
         end = time.monotonic() + args.duration if args.duration else None

@@ -6,21 +6,27 @@ import socket
 import threading
 import time
 
-from ..errors import HarnessError
+from ..errors import HarnessError, UsageError
 from ..peer import printable
+from ..units import parse_tcp_address
 from . import parameters as mp
 from .source import Aid, MigrationProgress, migrate_out
 
 
 def parse_uri(uri):
-    """'tcp:HOST:PORT' -> (host, port), the only transport we speak."""
+    """'tcp:HOST:PORT' -> (host, port), the only transport we speak: a host
+    (an IPv6 one in brackets, as QEMU writes it) and a port 1..65535 in
+    ASCII digits (units.parse_tcp_address; '²'.isdigit() holds)."""
     scheme, _, rest = uri.partition(":")
-    host, _, port = rest.rpartition(":")
-    # ASCII digits only: '²'.isdigit() holds and int('²') raises; int('١') is 1
-    if (scheme != "tcp" or not host or not (port.isascii() and port.isdigit()) or len(port) > 5
-            or not 0 < int(port) < 65536):
-        raise HarnessError(f"Invalid migration URI '{printable(uri, 80)}': use tcp:HOST:PORT")
-    return host.strip("[]"), int(port)
+    try:
+        if scheme != "tcp" or ":" not in rest or any(c.isspace() for c in rest):
+            raise UsageError("not tcp:HOST:PORT")
+        host, port = parse_tcp_address(rest)
+        if port == 0:
+            raise UsageError("port 0")
+    except UsageError:
+        raise HarnessError(f"Invalid migration URI '{printable(uri, 80)}': use tcp:HOST:PORT") from None
+    return host, port
 
 
 class MigrationJob:
@@ -78,16 +84,25 @@ class MigrationJob:
         for listener in list(self.listeners):
             listener(status)
 
+    def away(self, paused_too=True):
+        """Why the guest is not here to work on, or None: it has migrated
+        away (it runs at the destination), or, with `paused_too`, it is
+        paused after a switch-over the destination never confirmed.  One
+        text for QMP's every refusal: x-set-writer, cont, migrate."""
+        if self.status == "completed":
+            return "The guest has migrated away; it runs at the destination"
+        if paused_too and self.vm.paused:
+            return ("The guest is paused after a switch-over the destination never confirmed: check whether it "
+                    "runs there, then cont it here or quit")
+        return None
+
     def start(self, uri):
         address = parse_uri(uri)
         with self._lock:
             if self.running:
                 raise HarnessError(mp.MIGRATION_ACTIVE)
-            if self.status == "completed":
-                raise HarnessError("The guest has already migrated away")
-            if self.vm.paused:
-                raise HarnessError("The guest is paused after a switch-over the destination never confirmed: "
-                                   "check whether it runs there, then cont it here or quit")
+            if (why := self.away()) is not None:
+                raise HarnessError(why)
             self.report, self.error, self.started = None, None, time.monotonic()
             self.progress = MigrationProgress(on_active=lambda: self._set_status("active"))
             self._set_status("setup")

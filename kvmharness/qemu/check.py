@@ -129,6 +129,24 @@ def window_truth(guest, measured, ring_size=0):
                        hi_c - lo_c, measured.done - measured.sent - seconds)
 
 
+def bracketed_pages(guest, measured):
+    """The most pages any exact count of QEMU's can hold for `measured`:
+    every page the guest wrote between our sending calc-dirty-rate and
+    QEMU's answering "measured" (+ CONTROL_PAGES).  What QEMU counts beyond
+    its window (the clear before its clock starts, the sync after it stops;
+    docs/results/qemu10) lies within those brackets too.  The counter
+    readings taken are the last one before the send and the first one after
+    the answer, not an interpolation, so that the bound holds however far
+    apart the host let them be."""
+    times = [t for t, _ in measured.samples]
+    before = [c for t, c in measured.samples if t <= measured.sent]
+    after = [c for t, c in measured.samples if t >= measured.done]
+    if not before or not after:
+        raise ValueError(f"the counter readings ({times[0] if times else None}..{times[-1] if times else None}) "
+                         f"do not bracket the measurement ({measured.sent}..{measured.done})")
+    return replay.unique_pages(guest.logs[0], guest.slot_pages, before[-1], after[0]) + CONTROL_PAGES
+
+
 @dataclass(frozen=True)
 class QemuRow:
     """One mode and window: QEMU's answer, the truth, and ours."""

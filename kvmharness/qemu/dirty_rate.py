@@ -19,6 +19,7 @@ from ..qmp.client import QmpConnectionError
 from .launch import MS_SINCE
 
 MODES_SINCE = {"page-sampling": (0, 0, 0), "dirty-ring": (6, 2, 0), "dirty-bitmap": (6, 2, 0)}
+MAX_WINDOW_MS = 3_600_000  # a measured window's calc-time: QEMU's longest is 60 s, an hour is no window
 SAMPLE_EVERY = 0.001  # seconds between two readings of the guest's counter while QEMU measures
 
 
@@ -107,6 +108,9 @@ class QemuDirtyRate:
     sent: float  # perf_counter() before calc-dirty-rate was sent
     done: float  # perf_counter() when query-dirty-rate first said "measured"
     samples: tuple = ()  # ((perf_counter, counter), ...) of the guest writer
+    # the window QEMU measured and divided by, as it reports it once measured (calc-time): whole milliseconds
+    # where calc-time-unit exists (dirty_stat_wait's elapsed time, the seed's patch), else whole seconds
+    window_ms: int = 0
 
 
 def _sample(counter, stop, out):
@@ -133,15 +137,19 @@ def calc_dirty_rate(client, support, calc_ms, mode, counter=None, sample_pages=N
                 time.sleep(SAMPLE_EVERY / 4)
         sent = time.perf_counter()
         client.execute("calc-dirty-rate", args)
+        unit = {"calc-time-unit": "millisecond"} if support.millisecond else None
         reply = client.wait_for("query-dirty-rate", lambda r: _measured(client, r),
-                                calc_ms / 1000 + 60, interval=0.002)
+                                calc_ms / 1000 + 60, arguments=unit, interval=0.002)
         done = time.perf_counter()
         time.sleep(2 * SAMPLE_EVERY)
     finally:
         stop.set()
         if sampler is not None:
             sampler.join()
-    return QemuDirtyRate(mode, int(calc_ms), measured_rate(client, reply), reply, sent, done, tuple(samples))
+    rate = measured_rate(client, reply)
+    window = replies.whole(client, "query-dirty-rate", reply, "calc-time", 0, MAX_WINDOW_MS)
+    return QemuDirtyRate(mode, int(calc_ms), rate, reply, sent, done, tuple(samples),
+                         window if support.millisecond else window * 1000)
 
 
 def _measured(client, reply):

@@ -73,10 +73,8 @@ def _write_percent(value):
 def _guest_here(ctx):
     """Refuse at once what needs the guest running here: after a migration
     it waited 10 s for a guest that had gone (issue 25)."""
-    if ctx.migration.status == "completed":
-        raise QmpError("The guest has migrated away; it runs at the destination")
-    if ctx.vm.paused:
-        raise QmpError("The guest is paused after an unconfirmed switch-over; cont it first")
+    if (why := ctx.migration.away()) is not None:
+        raise QmpError(why)
 
 
 def _set_writer(ctx, a):
@@ -174,8 +172,8 @@ def _cont(ctx, a):
     """QEMU's cont: resume a paused guest.  Ours pauses only when a
     switch-over went unconfirmed; resuming it is the operator's call (the
     guest may be running at the destination: check there first)."""
-    if ctx.migration.status == "completed":
-        raise QmpError("The guest has migrated away; it runs at the destination")
+    if (why := ctx.migration.away(paused_too=False)) is not None:
+        raise QmpError(why)
     if ctx.vm.paused:
         ctx.vm.resume_retired()
     return {}

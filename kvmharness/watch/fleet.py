@@ -6,20 +6,29 @@ lines and the Prometheus exporter.
 Why threads and not one loop: a measurement is a few calc-dirty-rate
 windows that each block on the QEMU measuring, so VMs are measured side by
 side; at most `concurrency` at once (a semaphore), so that 100 VMs cost a
-bounded number of sessions and threads.  One VM's measurements never
+bounded number of QMP sessions and windows at a time (a thread per VM,
+asleep between its measurements).  One VM's measurements never
 overlap (one thread each).  A VM that fails (gone, hung, refusing because
-someone else measures or migrates it) keeps its last good reading, marked
-down with the reason, and is retried with exponential backoff up to
-MAX_BACKOFF; the others go on.
+someone else measures or migrates it) keeps its last good reading.  One
+that cannot be reached (gone, hung, not QMP) is marked down with the reason
+and retried with exponential backoff up to MAX_BACKOFF; one whose QEMU
+answered with an error (QEMU's own refusal: "the dirty rate is already
+being measured.", a mode it lacks) is not down but refused: the refusal
+is shown, and it is tried again at the next interval.  The others go on.
+
+Memory is bounded per VM: the history keeps HISTORY readings without
+their per-window details (what the plot and the trend need); the full
+reading goes to `on_reading` and stays as the latest.
 """
 
 import collections
+import dataclasses
 import math
 import threading
 import time
 from dataclasses import dataclass, field
 
-from ..errors import HarnessError
+from ..errors import HarnessError, QmpError
 from ..migration.predict import advise
 from ..peer import printable
 from ..qemu.curve import predict_with
@@ -46,7 +55,8 @@ class LinkVerdict:
 
 @dataclass(frozen=True)
 class Reading:
-    """One VM at one interval: up (measured) or down (the reason)."""
+    """One VM at one interval: up (measured), or not up with the reason:
+    down (unreachable) or refused (its QEMU answered with an error)."""
 
     address: str
     at: float  # time.time() when the measurement ended
@@ -64,11 +74,20 @@ class Reading:
     guest_rate_share: float | None = None  # the guest's write rate in the window / its rate asked (our server)
     links: tuple = ()  # LinkVerdict, one per link watched
     replay: tuple = ()  # each window's (x-edges, x-window-us) where the server gives them (ours): replayable
+    refused: bool = False  # not up because the QEMU refused (someone else measures or migrates it, ...)
+    # each window's QemuDirtyRate with the guest's counter readings, only where measure_once was given the
+    # guest's counter (a checker's; never the CLI's): replay of a QEMU guest checks them
+    answers: tuple = field(default=(), compare=False, repr=False)
+
+    def slim(self):
+        """This reading without its per-window details: what a VM's history
+        keeps (the plot and the trend need the rest)."""
+        return dataclasses.replace(self, windows=(), replay=(), answers=(), vcpu_rates=())
 
     def to_json(self):
         out = {"vm": self.address, "time": round(self.at, 3), "up": self.up}
         if not self.up:
-            return out | {"error": self.error}
+            return out | {"error": self.error, "refused": self.refused}
         return out | {
             "mode": self.mode, "measuring-seconds": round(self.seconds, 3),
             "dirty-rate-pages-per-second": round(self.rate_pages, 1),
@@ -84,21 +103,27 @@ class Reading:
                       for v in self.links]}
 
 
-def measure_once(address, links, downtime, mode, max_iterations=30, timeout=CONNECT_TIMEOUT, opened=None):
+def measure_once(address, links, downtime, mode, max_iterations=30, timeout=CONNECT_TIMEOUT, opened=None,
+                 counter=None):
     """One Reading of the VM at `address`: the short curve, then for each
     link the model's verdict and the aid that makes it converge.
     `opened(client)` is told the session once it is open (and `opened(None)`
-    once it is closed), so that a stopping watch can abort it."""
+    once it is closed), so that a stopping watch can abort it.  `counter()`
+    reads the guest writer's counter where the caller can (a QEMU guest
+    whose RAM it maps): each window's readings are kept for replay."""
     t0 = time.perf_counter()
     try:
         with QmpClient(address, timeout=timeout) as client:
             if opened is not None:
                 opened(client)
             try:
-                target, measured, verdicts = predict_with(client, address, links, [downtime], mode, max_iterations)
+                target, measured, verdicts = predict_with(client, address, links, [downtime], mode, max_iterations,
+                                                          counter=counter)
             finally:
                 if opened is not None:
                     opened(None)
+    except QmpError as e:  # the peer answered, with an error: QEMU's refusal, said as it said it
+        return Reading(address, time.time(), False, printable(str(e)), refused=True)
     except HarnessError as e:
         return Reading(address, time.time(), False, printable(str(e)))
     curve = measured.curve
@@ -121,7 +146,8 @@ def measure_once(address, links, downtime, mode, max_iterations=30, timeout=CONN
                    curve.at(downtime), tuple((round(t * 1e3), p) for t, p in curve.points),
                    measured.zero_pages, target.ram_bytes, target.vcpus, vcpu_rates,
                    share if type(share) in (int, float) and math.isfinite(share) else None, tuple(out),
-                   tuple((a.reply.get("x-edges"), a.reply.get("x-window-us")) for a in target.answers))
+                   tuple((a.reply.get("x-edges"), a.reply.get("x-window-us")) for a in target.answers),
+                   answers=target.answers if counter is not None else ())
 
 
 def after_effect_seconds(mode, ram_bytes):
@@ -142,7 +168,7 @@ class _Vm:
     history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=HISTORY))
     failures: int = 0
     next_at: float = 0.0
-    counts: dict = field(default_factory=lambda: {"up": 0, "down": 0})
+    counts: dict = field(default_factory=lambda: {"up": 0, "down": 0, "refused": 0})
 
 
 class Fleet:
@@ -150,8 +176,9 @@ class Fleet:
     (from the VM's thread) after each measurement."""
 
     def __init__(self, addresses, links, downtime, mode="page-sampling", every=10.0, concurrency=8,
-                 on_reading=None, measure=measure_once):
+                 on_reading=None, measure=measure_once, max_iterations=30):
         self.links, self.downtime, self.mode, self.every = links, downtime, mode, every
+        self.max_iterations = max_iterations
         self.vms = {a: _Vm(a) for a in addresses}
         self.on_reading = on_reading
         self.measure = measure
@@ -201,7 +228,7 @@ class Fleet:
             return {a: vm.latest for a, vm in self.vms.items()}
 
     def counts(self):
-        """{address: {"up": measurements, "down": failures}}, a snapshot."""
+        """{address: {"up": measurements, "down": unreachable, "refused": refusals}}, a snapshot."""
         with self._lock:
             return {a: dict(vm.counts) for a, vm in self.vms.items()}
 
@@ -221,17 +248,20 @@ class Fleet:
             with self._slots:
                 if self._stop.is_set():
                     return
-                reading = self.measure(vm.address, self.links, self.downtime, self.mode,
+                reading = self.measure(vm.address, self.links, self.downtime, self.mode, self.max_iterations,
                                        opened=lambda c, a=vm.address: self._opened(a, c))
             if self._stop.is_set():
                 return  # aborted by stop(): not a reading
             with self._lock:
                 vm.latest = reading
-                vm.history.append(reading)
-                vm.counts["up" if reading.up else "down"] += 1
+                vm.history.append(reading.slim())
+                vm.counts["up" if reading.up else "refused" if reading.refused else "down"] += 1
                 if reading.up:  # an exact mode never measures again before its after-effect is over
                     vm.good, vm.failures = reading, 0
                     wait = max(self.every, after_effect_seconds(reading.mode, reading.ram_bytes))
+                elif reading.refused:  # it answers; someone else's measurement or migration ends in its time
+                    vm.failures = 0
+                    wait = self.every
                 else:
                     vm.failures += 1
                     wait = min(self.every * 2 ** (vm.failures - 1), MAX_BACKOFF)

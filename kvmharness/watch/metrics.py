@@ -6,7 +6,9 @@ Names follow Prometheus's conventions: base units (bytes, seconds),
 it mirrors libvirt's `virsh domstats --dirtyrate` field (dirtyrate.*,
 which reports MiB/s: here bytes/s).  A VM that is down keeps its last
 good values with kvmharness_vm_up 0, so a dashboard shows how stale they
-are (kvmharness_vm_last_measurement_age_seconds) instead of a gap.
+are (kvmharness_vm_last_measurement_age_seconds) instead of a gap.  A VM
+whose QEMU refused the last measurement (someone else measures or migrates
+it) answered, so it is up, with kvmharness_vm_measurement_refused 1.
 
 Beyond loopback the endpoint takes a bearer token (`--secret-file`, the
 same file format as the migration secret): Prometheus's scrape_config
@@ -40,7 +42,10 @@ class FleetCollector:
         def gauge(name, doc, labels):
             return GaugeMetricFamily(PREFIX + name, doc, labels=["vm", *labels])
 
-        up = gauge("up", "1 if the last measurement of this VM succeeded, else 0", [])
+        up = gauge("up", "1 if this VM's QMP answered the last measurement (measured, or refused), 0 if it could "
+                   "not be reached", [])
+        refused = gauge("measurement_refused", "1 if its QEMU refused the last measurement (someone else measures "
+                        "or migrates it), else 0", [])
         rate = gauge("dirty_rate_bytes_per_second", "dirty rate, fitted to dirty(t) (libvirt: "
                      "dirtyrate.megabytes_per_second x 2^20)", ["mode"])
         pages = gauge("dirty_pages", "unique pages dirtied within a window of window_seconds, as measured",
@@ -72,7 +77,8 @@ class FleetCollector:
         counts = self.fleet.counts()
         for address, latest in self.fleet.readings().items():
             good = self.fleet.vms[address].good
-            up.add_metric([address], 1.0 if latest is not None and latest.up else 0.0)
+            up.add_metric([address], 1.0 if latest is not None and (latest.up or latest.refused) else 0.0)
+            refused.add_metric([address], 1.0 if latest is not None and latest.refused else 0.0)
             for result, n in counts[address].items():
                 total.add_metric([address, result], n)
             if good is None:
@@ -98,7 +104,7 @@ class FleetCollector:
                 cost.add_metric([address], good.guest_rate_share)
             ram.add_metric([address], good.ram_bytes)
             zeros.add_metric([address], good.zero_pages)
-        yield from (up, rate, pages, at_downtime, vcpu, predicted, converges, throttle, quota, age, stamp, took, cost,
+        yield from (up, refused, rate, pages, at_downtime, vcpu, predicted, converges, throttle, quota, age, stamp, took, cost,
                     ram, zeros, total)
 
 

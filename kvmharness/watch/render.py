@@ -28,7 +28,7 @@ def line(reading, trend, now=None):
     now = time.time() if now is None else now
     age = f"[{now - reading.at:.0f} s old]"
     if not reading.up:
-        return f"{reading.address} {age} DOWN: {reading.error}"
+        return f"{reading.address} {age} {'REFUSED' if reading.refused else 'DOWN'}: {reading.error}"
     rate = reading.rate_pages * PAGE / 2**20
     change = "" if trend is None else f" (trend {trend * PAGE / 2**20:+.1f})"
     return (f"{reading.address} {age} {rate:.1f} MiB/s dirty{change}, {reading.dirty_pages_at_downtime:.0f} pages "
@@ -62,7 +62,8 @@ class Screen:
 
 def plot(fleet, path):
     """Each VM's dirty rate over time, its points marked by the verdict on
-    the first link (filled: converges, hollow: does not; x: down)."""
+    the first link (filled: converges, hollow: does not; x: down, +:
+    refused by its QEMU)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,14 +83,15 @@ def plot(fleet, path):
                 ax.scatter(*zip(*yes), color=drawn.get_color())
             if no:
                 ax.scatter(*zip(*no), facecolors="none", edgecolors=drawn.get_color())
-        down = [r.at - fleet.started for r in history if not r.up]
-        if down:
-            ax.scatter(down, [0] * len(down), marker="x", color="black")
+        for marker, refused in (("x", False), ("+", True)):
+            missed = [r.at - fleet.started for r in history if not r.up and r.refused == refused]
+            if missed:
+                ax.scatter(missed, [0] * len(missed), marker=marker, color="black")
     first = units.format_bandwidth(fleet.links[0].bits_per_second)
     ax.set_xlabel("seconds since the watch began")
     ax.set_ylabel("dirty rate (MiB/s)")
     ax.set_title(f"dirty rate; filled: converges over {first} with {fleet.downtime * 1e3:g} ms downtime, "
-                 f"hollow: does not, x: down", fontsize=9)
+                 f"hollow: does not, x: down, +: refused", fontsize=9)
     if fleet.vms:
         ax.legend(fontsize=8)
     ax.set_ylim(bottom=0)
