@@ -348,6 +348,34 @@ def test_watch_arguments_are_checked(cli):
         assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr, result
 
 
+def test_the_exporter_with_a_secret_file_wants_its_bearer_token(tmp_path):
+    """No VM needed (its QMP is a path where nothing listens: it is down):
+    a scrape without the token, or with another, gets 401; with it, the
+    metrics."""
+    import os
+    import urllib.error
+
+    secret = tmp_path / "token"
+    secret.write_bytes(b"0123456789abcdef0123456789abcdef\n")
+    os.chmod(secret, 0o600)
+    proc = subprocess.Popen([KVMHARNESS, "exporter", "--listen", "127.0.0.1:0", "--secret-file", str(secret),
+                             "--qmp", str(tmp_path / "nobody.sock"), "--every", "1s"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    try:
+        url = proc.stdout.readline().split()[2]
+        for given in (None, "Bearer wrong-token-of-some-length"):
+            request = urllib.request.Request(url, headers={"Authorization": given} if given else {})
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(request, timeout=30)
+            assert e.value.code == 401
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer 0123456789abcdef0123456789abcdef"})
+        _wait(lambda: b"kvmharness_vm_up{" in urllib.request.urlopen(request, timeout=30).read(), 60)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+
+
 def test_the_grafana_dashboard_queries_only_metrics_the_exporter_has():
     import pathlib
     import re
