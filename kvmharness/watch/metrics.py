@@ -22,6 +22,8 @@ import socket
 import threading
 import time
 
+from .fleet import after_effect_seconds
+
 PREFIX = "kvmharness_vm_"
 PAGE = 4096
 
@@ -70,6 +72,9 @@ class FleetCollector:
                      "dirtyrate.calc_period)", [])
         cost = gauge("guest_rate_ratio", "the guest's write rate in the last window against its rate asked, where "
                      "the server reports it (kvmharness qmp's x-guest-rate): what measuring cost the guest", [])
+        after = gauge("measurement_after_effect_seconds", "how long the last measurement slows the guest after its "
+                      "windows, estimated: in an exact mode on a shadow-paging host every page stays write-protected "
+                      "until its next write (7.5 s per GiB, docs/results/measuring-cost); page-sampling 0", [])
         ram = gauge("ram_bytes", "guest RAM", [])
         zeros = gauge("zero_pages", "the guest's zero pages, estimated from the QEMU process on this host", [])
         total = CounterMetricFamily(PREFIX + "measurements", "measurements made, by result", labels=["vm", "result"])
@@ -102,10 +107,11 @@ class FleetCollector:
             took.add_metric([address], good.seconds)
             if good.guest_rate_share is not None:
                 cost.add_metric([address], good.guest_rate_share)
+            after.add_metric([address], after_effect_seconds(good.mode, good.ram_bytes))
             ram.add_metric([address], good.ram_bytes)
             zeros.add_metric([address], good.zero_pages)
-        yield from (up, refused, rate, pages, at_downtime, vcpu, predicted, converges, throttle, quota, age, stamp, took, cost,
-                    ram, zeros, total)
+        yield from (up, refused, rate, pages, at_downtime, vcpu, predicted, converges, throttle, quota, age, stamp,
+                    took, cost, after, ram, zeros, total)
 
 
 def serve(fleet, host, port, token=None):
