@@ -248,7 +248,7 @@ def test_a_vm_that_goes_away_is_down_and_the_others_go_on(tmp_path):
     from kvmharness.migration.model import Link
 
     with _one_to_go_and_one_to_stay(tmp_path, 63, 10_000) as (gone, a, b):
-        fleet = _fleet([a.path, b.path], [Link(1e9)], "page-sampling", every=0.3).start()
+        fleet = _fleet([a.path, b.path], [Link(1e9)], "page-sampling", every=0.3)[0].start()
         try:
             _wait(lambda: all(r is not None and r.up for r in fleet.readings().values()))
             gone.__exit__(None, None, None)  # its server goes; its VM would be next
