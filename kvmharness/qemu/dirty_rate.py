@@ -21,6 +21,7 @@ from .launch import MS_SINCE
 MODES_SINCE = {"page-sampling": (0, 0, 0), "dirty-ring": (6, 2, 0), "dirty-bitmap": (6, 2, 0)}
 MAX_WINDOW_MS = 3_600_000  # a measured window's calc-time: QEMU's longest is 60 s, an hour is no window
 SAMPLE_EVERY = 0.001  # seconds between two readings of the guest's counter while QEMU measures
+SAMPLER_WAIT = 5.0  # seconds a measurement waits for the sampler's first reading after QEMU's answer
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,10 @@ def calc_dirty_rate(client, support, calc_ms, mode, counter=None, sample_pages=N
         reply = client.wait_for("query-dirty-rate", lambda r: _measured(client, r),
                                 calc_ms / 1000 + 60, arguments=unit, interval=0.002)
         done = time.perf_counter()
-        time.sleep(2 * SAMPLE_EVERY)
+        # the brackets end at a reading taken after the answer: wait for one, however late a loaded host runs
+        # the sampler (a fixed 2 ms left a watch on a busy runner without one)
+        while sampler is not None and samples[-1][0] < done and time.perf_counter() < done + SAMPLER_WAIT:
+            time.sleep(SAMPLE_EVERY)
     finally:
         stop.set()
         if sampler is not None:
