@@ -64,15 +64,18 @@ def _assert_windows_truth(guest, reading):
     counter read meanwhile).  QEMU counts N pages (+ its window's extra,
     docs/results/qemu10) over its window of w ms and reports
     floor(floor(N / 256) x 1000 / w) MiB/s: so rate x w is at most every
-    page written within the brackets, and at least the narrowest placement
-    of calc-time within them less 256 pages and 256 pages a second."""
-    from kvmharness.qemu.check import bracketed_pages, window_truth
+    page written within the brackets, and at least the fewest pages any
+    placement of calc-time within them holds (qemu/check.fewest_pages: every
+    placement, not window_truth's five, since the guest's pace is not
+    steady under new dirty logging) less 256 pages and 256 pages a
+    second."""
+    from kvmharness.qemu.check import bracketed_pages, fewest_pages
 
     assert len(reading.answers) == len(reading.windows) and reading.answers
     for m in reading.answers:
         assert m.window_ms >= m.calc_ms, (m.calc_ms, m.window_ms)  # QEMU's dirty_stat_wait: never shorter
         counted = m.dirty_rate * MIB / PAGE * m.window_ms / 1000
-        lowest, most = window_truth(guest, m).pages[0], bracketed_pages(guest, m)
+        lowest, most = fewest_pages(guest, m), bracketed_pages(guest, m)
         assert lowest - 256 - 256 * m.window_ms / 1000 <= counted <= most, (reading.address, m.calc_ms, counted,
                                                                            lowest, most)
     return len(reading.answers)

@@ -129,6 +129,31 @@ def window_truth(guest, measured, ring_size=0):
                        hi_c - lo_c, measured.done - measured.sent - seconds)
 
 
+def fewest_pages(guest, measured, step_share=0.1):
+    """The fewest pages any window of calc-time placed within the brackets
+    can hold, soundly: for starts every step (step_share x calc-time) from
+    our send to the answer less calc-time, the pages written between
+    start + step and start + calc-time, which every window starting within
+    that step holds, read between the counter readings inside that stretch
+    (never interpolated).  window_truth's five placements assume a steady
+    writer; a writer slowed in part of the brackets (QEMU 10 once took 845 ms
+    to answer a 50 ms window while the guest ran on under new dirty logging)
+    has a slowest stretch that five placements miss.  Without the control
+    page: a bound, not an estimate."""
+    times = np.array([t for t, _ in measured.samples])
+    counts = [c for _, c in measured.samples]
+    window = measured.calc_ms / 1000
+    step = window * step_share
+    last = max(measured.sent, measured.done - window)
+    fewest = None
+    for start in np.arange(measured.sent, last + step, step):
+        first = int(np.searchsorted(times, start + step, "left"))  # the first reading at or after it
+        end = int(np.searchsorted(times, start + window, "right")) - 1  # the last one at or before the end
+        pages = replay.unique_pages(guest.logs[0], guest.slot_pages, counts[first], counts[end]) if first < end else 0
+        fewest = pages if fewest is None else min(fewest, pages)
+    return fewest
+
+
 def bracketed_pages(guest, measured):
     """The most pages any exact count of QEMU's can hold for `measured`:
     every page the guest wrote between our sending calc-dirty-rate and
