@@ -55,9 +55,11 @@ class HandshakeListener:
                 if not full:
                     self._pending.add(conn)
             if full:
+                # Recorded before the peer is told, so that whoever reads the
+                # refusals (a log, a test) never lags what the peer has seen.
+                self.refused(peer, AuthError(f"{MAX_PENDING} handshakes already pending"))
                 tell_refused(conn, f"{MAX_PENDING} handshakes are already pending here; try again")
                 conn.close()
-                self.refused(peer, AuthError(f"{MAX_PENDING} handshakes already pending"))
                 continue
             threading.Thread(target=self._handshake, args=(conn, peer), name="handshake", daemon=True).start()
 
