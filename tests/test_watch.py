@@ -227,6 +227,24 @@ def test_a_hundred_vms_are_measured_a_bounded_number_at_a_time_in_bounded_memory
         assert len(fleet.readings()[address].windows) == 1000  # the latest stays whole
 
 
+def test_a_fleet_stopped_before_all_its_threads_started_stops_cleanly():
+    """Pure logic: a Ctrl-C can land while start() is still starting the
+    VMs' threads (a fresh-clone run's exporter got one there, and stop()
+    raised "cannot join thread before it is started" over the
+    KeyboardInterrupt).  stop() joins only what was started."""
+    from kvmharness.migration.model import Link
+    from kvmharness.watch.fleet import Fleet, Reading
+
+    def measure(address, links, downtime, mode, max_iterations, opened=None):
+        time.sleep(0.01)
+        return Reading(address, time.time(), True, mode=mode)
+
+    fleet = Fleet(["/run/a.qmp", "/run/b.qmp"], [Link(1e9)], 0.3, every=0.001, measure=measure)
+    fleet._threads[0].start()  # as if the signal came before the second thread's start
+    fleet.stop(timeout=10)
+    assert not fleet._threads[0].is_alive() and fleet._threads[1].ident is None
+
+
 @contextlib.contextmanager
 def _one_to_go_and_one_to_stay(tmp_path, seed, rate):
     """Two 64 MiB VMs served over QMP, writing 10 k and `rate` writes/s:

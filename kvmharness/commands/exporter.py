@@ -35,10 +35,10 @@ def main(args):
     except OSError as e:
         raise HarnessError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     shown = f"[{host}]" if ":" in host else host
-    print(f"metrics on http://{shown}:{server.server_address[1]}/metrics for {len(args.qmp)} VM(s)", flush=True,
-          file=sys.stdout)
     try:
-        fleet.start()
+        fleet.start()  # before the address is shown: whoever reads it may signal us at once
+        print(f"metrics on http://{shown}:{server.server_address[1]}/metrics for {len(args.qmp)} VM(s)",
+              flush=True, file=sys.stdout)
         if args.duration:
             time.sleep(args.duration)
         else:

@@ -207,7 +207,8 @@ class Fleet:
         for client in sessions:
             client.abort()
         for t in self._threads:
-            t.join(timeout)
+            if t.ident is not None:  # a Ctrl-C during start() leaves some never started
+                t.join(timeout)
 
     def _opened(self, address, client):
         with self._lock:
