@@ -135,6 +135,30 @@ def _sample(vm, seconds, step=0.05):
     return samples
 
 
+def _cpu_share(vm, sample):
+    """Run sample(); return what it returned and the share of the time vCPU
+    0's thread wanted the CPU (wall less its throttle sleeps) that it had.
+    A writer never waits for anything else, so a share well under 1 means
+    the host gave its CPU to someone else: on a runner with a CPU hog the
+    writer's free pace swings 60..150 MB/s with that share, whatever
+    the limit does."""
+    clock = time.pthread_getcpuclockid(vm.threads[0].ident)
+    cpu0, slept0, t0 = time.clock_gettime(clock), vm.throttled_seconds()[0], time.monotonic()
+    out = sample()
+    cpu, slept, wall = (time.clock_gettime(clock) - cpu0, vm.throttled_seconds()[0] - slept0,
+                        time.monotonic() - t0)
+    return out, cpu / max(wall - slept, 1e-3)
+
+
+def _sleeps_only_once_over(limit, quota):
+    """Assert the controller set a sleep for vCPU 0 only after a period had
+    measured it over the quota, as QEMU's; return whether it set one."""
+    periods = [per[0] for _, per in limit.history]
+    throttled = [i for i, (_, t) in enumerate(periods) if t > 0]
+    assert not throttled or any(r > quota for r, _ in periods[: throttled[0] + 1]), periods
+    return bool(throttled)
+
+
 def _settled_after(rates, target, tolerance):
     """When the rate entered the band for good (None: it never did)."""
     inside = [abs(r - target) <= tolerance for _, r in rates]
@@ -159,7 +183,11 @@ def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
     (The writer's own pace wanders by 20 % over seconds on this runner, so
     that case is checked on the sleep, which is exact, not on rates; and a
     quota near the writer's pace, which binds only part of the time, is
-    checked only for never letting the rate above it.)"""
+    checked only for never letting the rate above it.)  Which case applies
+    is read off this host: where vCPU 0's thread had under 90 % of the CPU
+    it wanted (its thread's CPU clock against the wall less its sleeps),
+    the host, not the limit, set its pace, and only what a sleep-based
+    limit guarantees any host is checked."""
     with running_vm(mem=1 << 30, dirty_ring_entries=ring) as vm:
         vm.run_writer(0)
         limit = dl.DirtyLimit(vm, period_ms)
@@ -167,12 +195,14 @@ def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
         time.sleep(0.3)
         # windows of several ring-full cycles (a 16 MB ring fills and sleeps ~8 times a second at 100 MB/s)
         window = 0.25 if ring <= 1024 else 0.5
-        free = [r for _, r in _replayed_rates(vm, _sample(vm, 1.0), window)]
+        free, share_free = _cpu_share(vm, lambda: _sample(vm, 1.0))
+        free = [r for _, r in _replayed_rates(vm, free, window)]
         own = sorted(free)[len(free) // 2]
         slept_before = vm.throttled_seconds()[0]
         limit.set(quota)
         seconds = 6.0 if period_ms < 1000 else 10.0
-        rates = _replayed_rates(vm, _sample(vm, seconds), window)
+        samples, share = _cpu_share(vm, lambda: _sample(vm, seconds))
+        rates = _replayed_rates(vm, samples, window)
         vm.hold()
         slept = vm.throttled_seconds()[0] - slept_before
         target = min(quota, own)
@@ -181,16 +211,21 @@ def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
         # (0.25 s: the limit counts ring entries, a page once per harvest, every few ms;
         # over longer windows the same page written twice would count once in replay)
         print(f"quota {quota} MB/s, period {period_ms} ms, ring {ring}: writer's own {own:.0f} MB/s, "
-              f"settled to {rates[-1][1]:.0f} after {settled} s, slept {slept:.2f} s; "
-              f"{[round(r) for _, r in rates]}")
-        if quota >= 1.5 * own:  # cannot bind at the pace measured; but a loaded host's writer wanders
+              f"settled to {rates[-1][1]:.0f} after {settled} s, slept {slept:.2f} s, vCPU had "
+              f"{share_free:.0%} then {share:.0%} of the CPU it wanted; {[round(r) for _, r in rates]}; "
+              f"controller (MB/s, us) {[per[0] for _, per in limit.history]}")
+        if min(share_free, share) < 0.9:
+            # Starved: a sleep can slow a vCPU but not give it the CPU the host took, so neither "own" nor a
+            # band holds (a hog run: own 147, then 122..124 held, 57..76 starved, 147..150 as the 1 s
+            # controller let go).  What a sleep-based limit still guarantees: it takes the rate down to the
+            # quota on the whole, and it sleeps only once a period measured the vCPU over the quota.
+            late = [r for t, r in rates if t > 2 * max(period_ms / 1000, 0.5)]
+            assert sum(late) / len(late) <= quota + tolerance, rates
+            _sleeps_only_once_over(limit, quota)
+        elif quota >= 1.5 * own:  # cannot bind at the pace measured; but a loaded host's writer wanders
             # (a run read 37..89 MB/s under a 100 MB/s quota, and one 100 ms period went over it): the vCPU
             # is made to sleep only once a period measured it over the quota, as QEMU's controller does
-            periods = [per[0] for _, per in limit.history]
-            throttled = [i for i, (_, t) in enumerate(periods) if t > 0]
-            if throttled:
-                assert any(r > quota for r, _ in periods[: throttled[0] + 1]), periods
-            else:
+            if not _sleeps_only_once_over(limit, quota):
                 assert slept == 0, rates
         elif quota * 1.25 <= own:  # binds: held in the band around the quota
             assert settled is not None, (target, rates)
