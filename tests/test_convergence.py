@@ -238,22 +238,36 @@ def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
 
 @pytest.mark.kvm
 def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
-    """The reader never sleeps under the limit (exact), and its rate holds:
-    free and limited alternate three times and their medians are compared,
-    since one pair of 1 s readings on this 2-CPU nested host differs by up
-    to 15 % with nothing changed."""
+    """The reader never sleeps under the limit (exact: its sleep counter
+    and the controller's every period), and its pace holds; CPU throttling
+    makes it sleep and it runs no more than the time left to it.
+
+    A reader's pace is not the host's constant, even with its thread on the
+    CPU all the time: under dirty logging the writer beside it faults on
+    every first write, and on the AMD runner the reader's 0.7 s readings
+    went 57, 39, 38, 52, 57, 58 M reads/s in a row with nothing changed
+    (its thread at 99 % CPU).  So the limited readings are judged against
+    the band the free ones span, and the throttled one against the fastest
+    pace per second of CPU seen in any reading (on a runner with a CPU hog
+    the reader may have had a third of a core in its free reading:
+    27 M/s, then 13 M/s throttled at 59 % sleep)."""
     with running_vm(mem=256 << 20, vcpus=2, dirty_ring_entries=1024) as vm:
         vm.run_writer(0, vcpu=0)
         vm.run_writer(0, vcpu=1, write_percent=0)
+        clocks = [time.pthread_getcpuclockid(t.ident) for t in vm.threads]
 
-        def reader_rate():
-            a = vm.snapshot()
+        def reading():
+            """Per vCPU: counted operations per wall second, and the share
+            of the wall its thread had the CPU."""
+            cpu0, a = [time.clock_gettime(c) for c in clocks], vm.snapshot()
             time.sleep(0.7)
-            b = vm.snapshot()
-            return [(y - x) / (b.time - a.time) for x, y in zip(a.counters, b.counters)]
+            b, cpu1 = vm.snapshot(), [time.clock_gettime(c) for c in clocks]
+            wall = b.time - a.time
+            return ([(y - x) / wall for x, y in zip(a.counters, b.counters)],
+                    [(y - x) / wall for x, y in zip(cpu0, cpu1)])
 
         def median(runs, k):
-            return sorted(r[k] for r in runs)[len(runs) // 2]
+            return sorted(rates[k] for rates, _ in runs)[len(runs) // 2]
 
         limit = dl.DirtyLimit(vm, 100)
         limit.set(1 << 20)  # dirty logging on, as under the limit, and no quota reached
@@ -262,34 +276,46 @@ def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
         # (QEMU's DIRTYLIMIT_TOLERANCE_RANGE), so the quota is half what the writer can dirty (at most a page
         # a write) less that tolerance.  A fixed 50 MB/s held nothing on a runner with a CPU hog, whose free
         # writer dirtied ~72 MB/s; 1 MB/s throttles so deep that the next "free" reading is still held
-        quota = max(1, int(reader_rate()[0] * 4096 / dl.MB / 2) - dl.TOLERANCE_MB_S)
+        quota = max(1, int(reading()[0][0] * 4096 / dl.MB / 2) - dl.TOLERANCE_MB_S)
         frees, limiteds = [], []
         for _ in range(3):
             limit.set(1 << 20)
             time.sleep(0.3)
-            frees.append(reader_rate())
+            frees.append(reading())
             limit.set(quota)
             time.sleep(0.7)
-            limiteds.append(reader_rate())
+            limiteds.append(reading())
         slept = vm.throttled_seconds()
+        reader_sleeps = [per[1][1] for _, per in limit.history]
         limit.cancel()
         throttle = cpu_throttle.CpuThrottle(vm)
         throttle.set(50)
         time.sleep(0.3)
         before, t0 = vm.throttled_seconds(), time.monotonic()
-        throttled = reader_rate()
+        throttled, throttled_cpu = reading()
         share = (vm.throttled_seconds()[1] - before[1]) / (time.monotonic() - t0)  # exact sleep, host's clock
         throttle.stop()
-    free, limited = [median(frees, k) for k in (0, 1)], [median(limiteds, k) for k in (0, 1)]
+    seen = frees + limiteds
     # the writer is held: it slept (exact), and runs slower than free beyond the readings' noise (the quota
     # plus the tolerance is about half of what it dirties free, wherever that is)
-    assert slept[0] > 0 and limited[0] < 0.85 * free[0], (frees, limiteds)
-    assert slept[1] == 0 and limited[1] >= 0.85 * free[1], (frees, limiteds)  # the reader never sleeps
-    # auto-converge slows it like a writer: it sleeps (counted exactly), and it runs no faster than the time
-    # left to it allows, beyond the readings' noise (15 %, above).  The share is what the host gave, not 50 %
-    # assumed: how long a sleep lasts, and how soon the thread is back, are the host's
+    assert slept[0] > 0 and median(limiteds, 0) < 0.85 * median(frees, 0), seen
+    # the reader never sleeps: not a microsecond counted, not one period's sleep set for it; and where the
+    # host gave its thread the CPU (>= 90 % of every reading) it keeps the pace it had free, within the band
+    # its free readings spanned.  A thread the host starved (two CPU hogs on two cores: 46..50 % in each
+    # reading) reads at whatever its share of a core and the writer's faults beside it allow, 30..50 M per
+    # CPU second here, limit or none: only the exact checks speak for it
+    assert slept[1] == 0 and not any(reader_sleeps), (slept, reader_sleeps)
+    if all(cpu[1] >= 0.9 for _, cpu in seen):
+        assert median(limiteds, 1) >= 0.85 * min(rates[1] for rates, _ in frees), seen
+    # auto-converge slows it like a writer: it sleeps (counted exactly), its thread runs no longer than the
+    # time the sleeps left it (a sleeping thread gets no CPU), and it reads no faster than that time allows
+    # at the fastest pace per second of CPU any reading saw, beyond the readings' noise (15 %).  The share
+    # is what the host gave, not 50 % assumed: how long a sleep lasts, and how soon the thread is back, are
+    # the host's
+    pace = max(rates[1] / max(cpu[1], 1e-3) for rates, cpu in seen)
     assert share > 0.2, share
-    assert throttled[1] <= 1.15 * (1 - share) * free[1] + 1, (free, throttled, share)
+    assert throttled_cpu[1] <= 1 - share + 0.02, (throttled_cpu, share)
+    assert throttled[1] <= 1.15 * (1 - share) * pace + 1, (seen, throttled, share)
 
 
 @pytest.fixture(scope="module")
