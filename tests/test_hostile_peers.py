@@ -274,6 +274,28 @@ def test_events_without_end_cost_no_memory_and_end_at_the_deadline(tmp_path):
             assert len(client.events) == MAX_EVENTS and client.events_dropped > 0
 
 
+STALE_REPLY = b'{"return": {}, "id": "kvmh-0badcafe-3"}\n'
+
+
+@pytest.mark.parametrize("where", ["before the greeting", "after the greeting"])
+def test_a_reply_an_earlier_session_left_in_flight_is_not_taken_for_ours(tmp_path, where):
+    """QEMU answers a command whose client hung up mid-flight on whichever
+    connection is open when it finishes: the next client's.  Series run 8
+    of 10 at 3681a83 read query-dirty-rate's reply as `{}` so, right after
+    a watch had stopped (every reply one behind).  Our commands carry ids;
+    a reply with another id is skipped and counted."""
+    from qmp_helpers import GREETING as QMP_GREETING, HostileQmp
+    from kvmharness.qmp.client import QmpClient
+
+    greeting = json.dumps(QMP_GREETING).encode() + b"\n"
+    raw = STALE_REPLY + greeting if where == "before the greeting" else greeting + STALE_REPLY
+    with HostileQmp(tmp_path / "q", greeting=raw):
+        with QmpClient(str(tmp_path / "q"), timeout=5) as client:
+            assert client.execute("query-dirty-rate")["status"] == "measured"
+            assert client.execute("query-cpus-fast") == [{"cpu-index": 0}]
+            assert client.stale_replies == 1
+
+
 def test_a_trickled_greeting_ends_at_the_deadline(tmp_path):
     """A greeting trickled a byte every 5 s held predict --qmp 150 s (the
     documented bound: 30 s): the greeting has one deadline."""

@@ -5,7 +5,14 @@ start, or did.
 It speaks the protocol as QEMU documents it (docs/interop/qmp-spec): read
 the greeting, negotiate with qmp_capabilities, then one command at a time,
 skipping the asynchronous events that may arrive between a command and its
-reply.  The peer is not trusted: a reply that is not a JSON object, a line
+reply.  Each command carries an id of this session's, and a reply with
+another id is skipped: QEMU's monitor has one connection per chardev, and a
+command a client left in flight when it hung up (a watch stopping mid-poll)
+is answered on whichever connection is open when QEMU finishes it: the
+next client's.  Without ids that client read `{}` (the stale reply) for its
+qmp_capabilities, then qmp_capabilities' `{}` for its query-dirty-rate, and
+every reply after it one behind (series run 8 of 10 at 3681a83).  A stale
+reply of a client that sent no id cannot be told apart.  The peer is not trusted: a reply that is not a JSON object, a line
 longer than MAX_LINE, JSON nested deeper than MAX_DEPTH, a closed
 connection, a silent or trickling peer each end in one QmpConnectionError
 naming the peer, never in a traceback; what its answers contain is checked
@@ -13,7 +20,9 @@ where they are used (replies.py).
 """
 
 import collections
+import itertools
 import json
+import os
 import socket
 import time
 
@@ -46,6 +55,10 @@ def parse_address(address):
     return (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
 
 
+def _is_reply(msg):
+    return "return" in msg or "error" in msg
+
+
 class QmpClient:
     """One negotiated QMP session.  Use as a context manager.
 
@@ -70,9 +83,14 @@ class QmpClient:
         self._pending = b""
         self.events = collections.deque(maxlen=MAX_EVENTS)
         self.events_dropped = 0
+        self.stale_replies = 0  # replies to another session's commands, skipped
+        self._ids = (f"kvmh-{os.urandom(4).hex()}-{n}" for n in itertools.count(1))
         try:
             deadline = peer.Deadline(timeout)
             greeting = self._read(deadline)
+            while _is_reply(greeting) and "id" in greeting:  # an earlier session's, before our greeting
+                self.stale_replies += 1
+                greeting = self._read(deadline)
             if not isinstance(greeting.get("QMP"), dict):
                 raise QmpConnectionError(f"{self.shown} did not greet like a QMP server")
             self.greeting = greeting["QMP"]
@@ -115,7 +133,7 @@ class QmpClient:
     def execute(self, command, arguments=None):
         """Run one command; its "return" value, or QmpError with QEMU's class
         and description (escaped and cut: peer.printable)."""
-        msg = {"execute": command}
+        msg = {"execute": command, "id": next(self._ids)}
         if arguments:
             msg["arguments"] = arguments
         deadline = peer.Deadline(self.timeout)
@@ -130,6 +148,9 @@ class QmpClient:
                 if len(self.events) == self.events.maxlen:
                     self.events_dropped += 1
                 self.events.append(reply)
+                continue
+            if _is_reply(reply) and "id" in reply and reply["id"] != msg["id"]:
+                self.stale_replies += 1
                 continue
             if "error" in reply:
                 err = reply["error"] if isinstance(reply["error"], dict) else {}
