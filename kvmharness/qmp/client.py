@@ -6,17 +6,19 @@ It speaks the protocol as QEMU documents it (docs/interop/qmp-spec): read
 the greeting, negotiate with qmp_capabilities, then one command at a time,
 skipping the asynchronous events that may arrive between a command and its
 reply.  Each command carries an id of this session's, and a reply with
-another id is skipped: QEMU's monitor has one connection per chardev, and a
-command a client left in flight when it hung up (a watch stopping mid-poll)
-is answered on whichever connection is open when QEMU finishes it: the
-next client's.  Without ids that client read `{}` (the stale reply) for its
-qmp_capabilities, then qmp_capabilities' `{}` for its query-dirty-rate, and
-every reply after it one behind (series run 8 of 10 at 3681a83).  A stale
-reply of a client that sent no id cannot be told apart.  The peer is not trusted: a reply that is not a JSON object, a line
-longer than MAX_LINE, JSON nested deeper than MAX_DEPTH, a closed
-connection, a silent or trickling peer each end in one QmpConnectionError
-naming the peer, never in a traceback; what its answers contain is checked
-where they are used (replies.py).
+another id is skipped: QEMU's monitor has one connection per chardev, and
+a command a client left in flight when it hung up (a watch stopping
+mid-poll) can be answered on whichever connection is open when QEMU ends
+it: the next client's.  Series run 8 of 10 at 3681a83 read `{}` for a
+query-dirty-rate so, every reply one behind (the likeliest cause; not
+reproduced in 250 hang-ups here).  A stale reply of a client that sent no
+id cannot be told apart.
+
+The peer is not trusted: a reply that is not a JSON object, a line longer
+than MAX_LINE, JSON nested deeper than MAX_DEPTH, a closed connection, a
+silent or trickling peer each end in one QmpConnectionError naming the
+peer, never in a traceback; what its answers contain is checked where they
+are used (replies.py).
 """
 
 import collections
