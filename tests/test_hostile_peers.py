@@ -279,8 +279,8 @@ STALE_REPLY = b'{"return": {}, "id": "kvmh-0badcafe-3"}\n'
 
 @pytest.mark.parametrize("where", ["before the greeting", "after the greeting"])
 def test_a_reply_an_earlier_session_left_in_flight_is_not_taken_for_ours(tmp_path, where):
-    """QEMU answers a command whose client hung up mid-flight on whichever
-    connection is open when it finishes: the next client's.  Series run 8
+    """QEMU can answer a command whose client hung up mid-flight on
+    whichever connection is open when it ends: the next client's.  Run 8
     of 10 at 3681a83 read query-dirty-rate's reply as `{}` so, right after
     a watch had stopped (every reply one behind).  Our commands carry ids;
     a reply with another id is skipped and counted."""
