@@ -175,7 +175,8 @@ def _settled_after(rates, target, tolerance):
                                                    (100, 1000, 4096)])
 def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
     """A quota the writer exceeds: the distinct pages the guest wrote
-    (replay) per 0.25 s settle within max(25 MB/s, 10 %) of min(quota, the
+    (replay) per 0.25 s (per controller period where that is longer)
+    settle within max(25 MB/s, 10 %) of min(quota, the
     writer's own pace with the ring on), the time to settle printed
     (docs/results/convergence).  A quota well above the writer's own pace
     (1000 MB/s on a host whose first-write cost caps the writer near
@@ -202,7 +203,12 @@ def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
         limit.set(quota)
         seconds = 6.0 if period_ms < 1000 else 10.0
         samples, share = _cpu_share(vm, lambda: _sample(vm, seconds))
-        rates = _replayed_rates(vm, samples, window)
+        # judged over one controller period at least: the limit holds the rate per period, and within one the
+        # ring-full cycles quantize it (at 100 MB/s a 16 MB ring fills, its vCPU sleeps ~82 ms, 6 times a
+        # second: a 0.5 s window holds 3 or 4 sleeps).  A 1 s-period run read 94, then 68 MB/s in its last two
+        # 0.5 s windows under a 100 MB/s quota, the vCPU at 99 % of the CPU it wanted, the controller's own
+        # last period 83 (series run 1 at d203753)
+        rates = _replayed_rates(vm, samples, max(window, period_ms / 1000))
         vm.hold()
         slept = vm.throttled_seconds()[0] - slept_before
         target = min(quota, own)
