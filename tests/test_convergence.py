@@ -244,19 +244,26 @@ def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
 
 @pytest.mark.kvm
 def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
-    """The reader never sleeps under the limit (exact: its sleep counter
-    and the controller's every period), and its pace holds; CPU throttling
+    """The limit takes nothing from the reader (exact: its sleep counter,
+    the controller's every period, and not one return from KVM_RUN while
+    the limit is in service), and its thread keeps the CPU; CPU throttling
     makes it sleep and it runs no more than the time left to it.
 
-    A reader's pace is not the host's constant, even with its thread on the
-    CPU all the time: under dirty logging the writer beside it faults on
-    every first write, and on the AMD runner the reader's 0.7 s readings
-    went 57, 39, 38, 52, 57, 58 M reads/s in a row with nothing changed
-    (its thread at 99 % CPU).  So the limited readings are judged against
-    the band the free ones span, and the throttled one against the fastest
-    pace per second of CPU seen in any reading (on a runner with a CPU hog
-    the reader may have had a third of a core in its free reading:
-    27 M/s, then 13 M/s throttled at 59 % sleep)."""
+    The reader's pace is not compared between free and limited readings:
+    it is the host's, not the limit's.  With its thread at 99-100 % CPU in
+    every reading, the reader's 0.7 s readings on the AMD runner went
+    57, 39, 38, 52, 57, 58 M reads/s in a row with nothing changed; free
+    and limited readings in turn read 40, 37, 36, 48, 48, 52, 47, 48, 58,
+    50, 36, 36 M (limited/free 0.87..1.33 pair by pair) in one run, 29-38 M
+    throughout in others, and 28-35 M with logging off and the writer at
+    full speed.  What sets it is what runs beside it on the host's cores
+    (the writer's faults, or what the host runs where the limited writer's
+    thread sleeps); a series run read 48, 51, 54 M free and 43, 38, 35 M
+    limited with the reader's thread at 99-100 % CPU throughout.  The throttled
+    reading is judged against the fastest pace per second of CPU seen in
+    any reading (on a runner with a CPU hog the reader may have had a third
+    of a core in its free reading: 27 M/s, then 13 M/s throttled at 59 %
+    sleep)."""
     with running_vm(mem=256 << 20, vcpus=2, dirty_ring_entries=1024) as vm:
         vm.run_writer(0, vcpu=0)
         vm.run_writer(0, vcpu=1, write_percent=0)
@@ -284,6 +291,7 @@ def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
         # writer dirtied ~72 MB/s; 1 MB/s throttles so deep that the next "free" reading is still held
         quota = max(1, int(reading()[0][0] * 4096 / dl.MB / 2) - dl.TOLERANCE_MB_S)
         frees, limiteds = [], []
+        exits_before = vm.vcpu_exits()
         for _ in range(3):
             limit.set(1 << 20)
             time.sleep(0.3)
@@ -292,34 +300,38 @@ def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
             time.sleep(0.7)
             limiteds.append(reading())
         slept = vm.throttled_seconds()
+        exits = [b - a for a, b in zip(exits_before, vm.vcpu_exits())]
         reader_sleeps = [per[1][1] for _, per in limit.history]
         limit.cancel()
         throttle = cpu_throttle.CpuThrottle(vm)
         throttle.set(50)
         time.sleep(0.3)
         before, t0 = vm.throttled_seconds(), time.monotonic()
+        exits_before = vm.vcpu_exits()
         throttled, throttled_cpu = reading()
         share = (vm.throttled_seconds()[1] - before[1]) / (time.monotonic() - t0)  # exact sleep, host's clock
+        throttled_exits = vm.vcpu_exits()[1] - exits_before[1]
         throttle.stop()
     seen = frees + limiteds
     # the writer is held: it slept (exact), and runs slower than free beyond the readings' noise (the quota
     # plus the tolerance is about half of what it dirties free, wherever that is)
     assert slept[0] > 0 and median(limiteds, 0) < 0.85 * median(frees, 0), seen
-    # the reader never sleeps: not a microsecond counted, not one period's sleep set for it; and where the
-    # host gave its thread the CPU (>= 90 % of every reading) it keeps the pace it had free, within the band
-    # its free readings spanned.  A thread the host starved (two CPU hogs on two cores: 46..50 % in each
-    # reading) reads at whatever its share of a core and the writer's faults beside it allow, 30..50 M per
-    # CPU second here, limit or none: only the exact checks speak for it
+    # the limit takes nothing from the reader: not a microsecond of sleep counted, not one period's sleep
+    # set for it, and not once out of the guest while the limit was in service (the writer's ring-full
+    # exits, counted the same way, show the count counts); and where the host gave its thread the CPU in
+    # the free readings (>= 90 % of each) it has it under the limit too.  A thread the host starved (two
+    # CPU hogs on two cores: 46..50 % in each reading) has what the host leaves it, limit or none
     assert slept[1] == 0 and not any(reader_sleeps), (slept, reader_sleeps)
-    if all(cpu[1] >= 0.9 for _, cpu in seen):
-        assert median(limiteds, 1) >= 0.85 * min(rates[1] for rates, _ in frees), seen
+    assert exits[1] == 0 and exits[0] > 0, exits
+    if all(cpu[1] >= 0.9 for _, cpu in frees):
+        assert sorted(cpu[1] for _, cpu in limiteds)[1] >= 0.9, seen
     # auto-converge slows it like a writer: it sleeps (counted exactly), its thread runs no longer than the
     # time the sleeps left it (a sleeping thread gets no CPU), and it reads no faster than that time allows
     # at the fastest pace per second of CPU any reading saw, beyond the readings' noise (15 %).  The share
     # is what the host gave, not 50 % assumed: how long a sleep lasts, and how soon the thread is back, are
     # the host's
     pace = max(rates[1] / max(cpu[1], 1e-3) for rates, cpu in seen)
-    assert share > 0.2, share
+    assert share > 0.2 and throttled_exits > 0, (share, throttled_exits)
     assert throttled_cpu[1] <= 1 - share + 0.02, (throttled_cpu, share)
     assert throttled[1] <= 1.15 * (1 - share) * pace + 1, (seen, throttled, share)
 

@@ -365,6 +365,11 @@ class MicroVm(WriterHost):
         throttling or the dirty limit."""
         return [t.throttled_seconds for t in self.threads]
 
+    def vcpu_exits(self):
+        """Per vCPU, how many times KVM_RUN has come back to its thread: an
+        exact count of everything that took it out of the guest to us."""
+        return [t.exits for t in self.threads]
+
     def retire_vcpus(self):
         """Make every vCPU thread end instead of re-entering the guest (the
         guest has moved elsewhere); used inside vcpus_stopped()."""

@@ -51,6 +51,7 @@ class VcpuThread(threading.Thread):
         self._requests = []
         self._sleep_owed = 0.0
         self.throttled_seconds = 0.0  # slept outside the guest for CPU throttling or the dirty limit
+        self.exits = 0  # times KVM_RUN came back to this thread: a kick, a doorbell, a ring-full, ...
 
     def run(self):
         try:
@@ -65,6 +66,7 @@ class VcpuThread(threading.Thread):
     def _loop(self):
         while not self.stopping:
             exit = self.vcpu.run()
+            self.exits += 1
             if isinstance(exit, exits.Interrupted):
                 self.vcpu.immediate_exit = False
                 self._serve_requests()
