@@ -201,7 +201,14 @@ def test_a_quota_holds_the_replayed_dirty_rate(quota, period_ms, ring):
         own = sorted(free)[len(free) // 2]
         slept_before = vm.throttled_seconds()[0]
         limit.set(quota)
-        seconds = 6.0 if period_ms < 1000 else 10.0
+        # long enough for QEMU's rule to get there: while a period measures the vCPU under twice its quota
+        # the rule moves the sleep by a tenth of the ring-full time (at the fastest pace seen) a period, and
+        # ten such steps add a whole ring-full time to each cycle, which halves that pace; further off it
+        # steps in proportion, at once.  So: the first period, ten steps, a period to hold and two for the
+        # writer's pace to wander (a run whose writer had 205 MB/s free measured 191 under a 100 MB/s quota,
+        # stepped 7.4 ms a second and, its pace wandering up to ~220, read 132 after 9 periods: series run
+        # 3 at fba6604)
+        seconds = max(6.0, (dl.LINEAR_STEPS + 4) * period_ms / 1000)
         samples, share = _cpu_share(vm, lambda: _sample(vm, seconds))
         # judged over one controller period at least: the limit holds the rate per period, and within one the
         # ring-full cycles quantize it (at 100 MB/s a 16 MB ring fills, its vCPU sleeps ~82 ms, 6 times a

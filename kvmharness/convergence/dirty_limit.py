@@ -42,6 +42,7 @@ from ..microvm.guest import PAGE_SIZE
 
 TOLERANCE_MB_S = 25  # DIRTYLIMIT_TOLERANCE_RANGE
 LINEAR_ADJUSTMENT_PCT = 50  # DIRTYLIMIT_LINEAR_ADJUSTMENT_PCT
+LINEAR_STEPS = 10  # closer than that, each period moves the sleep by the ring-full time / 10 (QEMU's)
 THROTTLE_PCT_MAX = 99  # DIRTYLIMIT_THROTTLE_PCT_MAX
 QEMU_PERIOD_MS = 1000  # DIRTYLIMIT_CALC_TIME_MS, and x-vcpu-dirty-limit-period's default
 MIN_PERIOD_MS, MAX_PERIOD_MS = 1, 1000  # x-vcpu-dirty-limit-period's range
@@ -79,7 +80,7 @@ def next_throttle(quota, current, throttle_us, ring_full_us):
         pct = (high - low) * 100 // high
         step = int(ring_full_us * pct / (100 - pct))
     else:
-        step = ring_full_us // 10
+        step = ring_full_us // LINEAR_STEPS
     throttle_us += step if quota < current else -step
     return max(0, min(throttle_us, ring_full_us * THROTTLE_PCT_MAX))
 
