@@ -148,6 +148,32 @@ def test_a_flood_of_connects_is_bounded():
     assert all(json.loads(a)["auth"] == "refused" for a in answers)
 
 
+def test_a_refusal_is_recorded_before_the_peer_reads_it():
+    """A source that fails the handshake (a wrong secret) reads
+    its refusal only after the listener has recorded it: whoever reads the
+    refusals (migrate-listen's stderr, a test) never lags what the peer
+    has seen.  Recording is made slow (0.3 s) so that the order is tested,
+    not how soon a thread runs: telling first, the peer read the refusal
+    while nothing was recorded yet."""
+    refusals = []
+
+    def slowly_recorded(peer_address, error):
+        time.sleep(0.3)
+        refusals.append(str(error))
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with HandshakeListener(listener, SECRET, slowly_recorded, timeout=60) as handshakes:
+            threading.Thread(target=_accept_quietly, args=(handshakes,), daemon=True).start()
+            with socket.create_connection(("127.0.0.1", port)) as source:
+                with pytest.raises(HarnessError) as told:
+                    authenticate_destination(source, b"not the secret, though just as long", 60)
+                recorded_when_told = list(refusals)
+    assert "refused" in str(told.value)
+    assert len(recorded_when_told) == 1, "the peer read its refusal before the listener recorded it"
+    assert "does not know the shared secret" in recorded_when_told[0]
+
+
 def test_peer_text_is_escaped_and_cut():
     shown = peer.printable("\x1b[31mred\x1b[0m\x00\u202e" + "x" * 5_000_000)
     assert "\x1b" not in shown and "\x00" not in shown and "\u202e" not in shown

@@ -135,10 +135,12 @@ def tell_refused(sock, error):
         pass
 
 
-def authenticate_source(sock, secret, timeout=HANDSHAKE_TIMEOUT):
+def authenticate_source(sock, secret, timeout=HANDSHAKE_TIMEOUT, on_refusal=None):
     """Destination side: raises AuthError (after telling the peer) unless the
     peer proves `secret` (any peer, with `secret` None) within `timeout`
-    seconds for the whole handshake."""
+    seconds for the whole handshake.  `on_refusal(error)` is called before
+    the peer is told, so that whoever records refusals (migrate-listen's
+    stderr, a test) never lags what the peer has already read."""
     deadline = peer.Deadline(timeout)
     dnonce = secrets.token_bytes(NONCE_BYTES)
     try:
@@ -163,10 +165,15 @@ def authenticate_source(sock, secret, timeout=HANDSHAKE_TIMEOUT):
         deadline.arm(sock)
         _send(sock, {"auth": "ok", "mac": _mac(secret, b"destination", dnonce, snonce)})
     except AuthError as e:
+        if on_refusal is not None:
+            on_refusal(e)
         tell_refused(sock, e)
         raise
-    except OSError as e:  # socket.timeout included
-        raise AuthError(f"handshake failed: {e}") from None
+    except OSError as e:  # socket.timeout included: nothing can be told
+        error = AuthError(f"handshake failed: {e}")
+        if on_refusal is not None:
+            on_refusal(error)
+        raise error from None
     finally:
         sock.settimeout(None)
 

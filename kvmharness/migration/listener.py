@@ -55,9 +55,9 @@ class HandshakeListener:
                 if not full:
                     self._pending.add(conn)
             if full:
-                # Recorded before the peer is told, so that whoever reads the
-                # refusals (a log, a test) never lags what the peer has seen.
-                self.refused(peer, AuthError(f"{MAX_PENDING} handshakes already pending"))
+                # Recorded before the peer is told, as every refusal here is
+                # (see _record).
+                self._record(peer, AuthError(f"{MAX_PENDING} handshakes already pending"))
                 tell_refused(conn, f"{MAX_PENDING} handshakes are already pending here; try again")
                 conn.close()
                 continue
@@ -65,11 +65,13 @@ class HandshakeListener:
 
     def _handshake(self, conn, peer):
         try:
-            authenticate_source(conn, self.secret, self.timeout)
-        except (AuthError, OSError) as e:
+            authenticate_source(conn, self.secret, self.timeout, on_refusal=lambda e: self._record(peer, e))
+        except AuthError:  # recorded by on_refusal, before the peer was told
             self._drop(conn)
-            if not self._closed:  # not our own shutdown at exit
-                self.refused(peer, e if isinstance(e, AuthError) else AuthError(f"connection failed: {e}"))
+            return
+        except OSError as e:
+            self._drop(conn)
+            self._record(peer, AuthError(f"connection failed: {e}"))
             return
         with self._lock:
             self._pending.discard(conn)
@@ -80,6 +82,13 @@ class HandshakeListener:
         else:
             tell_refused(conn, "this listener is already receiving a migration")
             conn.close()
+
+    def _record(self, peer, error):
+        """Hands a refusal to `refused`: always before the peer is told, so
+        that whoever reads the refusals (a log, a test) never lags what the
+        peer has seen; not for our own shutdown at exit."""
+        if not self._closed:
+            self.refused(peer, error)
 
     def _drop(self, conn):
         with self._lock:
