@@ -87,10 +87,21 @@ class WindowTruth:
     bracket_seconds: float  # how much longer than calc-time the brackets are
 
 
+def _readings(measured):
+    """The guest's counter readings taken around `measured` as arrays
+    (times, counts), in the order taken (times rise)."""
+    return (np.array([t for t, _ in measured.samples], dtype=np.float64),
+            np.array([c for _, c in measured.samples], dtype=np.int64))
+
+
+def _written(guest, lo, hi):
+    """Pages the guest wrote between its counter values `lo` and `hi`, replayed."""
+    return replay.unique_pages(guest.logs[0], guest.slot_pages, int(lo), int(hi))
+
+
 def _placements(measured):
     """counter_at(t) from the readings, and the window starts the brackets allow."""
-    times = np.array([t for t, _ in measured.samples])
-    counts = np.array([c for _, c in measured.samples], dtype=np.float64)
+    times, counts = _readings(measured)
     latest = max(measured.sent, measured.done - measured.calc_ms / 1000)
     return (lambda t: int(round(np.interp(t, times, counts)))), np.linspace(measured.sent, latest, PLACEMENTS)
 
@@ -102,8 +113,7 @@ def replayed_curve(guest, measured, windows_ms):
     would report (its bitmap mode is exact), under the same dirty logging."""
     counter_at, starts = _placements(measured)
     t0 = starts[PLACEMENTS // 2]
-    return tuple((ms / 1000, replay.unique_pages(guest.logs[0], guest.slot_pages, counter_at(t0),
-                                                 counter_at(t0 + ms / 1000)) + CONTROL_PAGES)
+    return tuple((ms / 1000, _written(guest, counter_at(t0), counter_at(t0 + ms / 1000)) + CONTROL_PAGES)
                  for ms in windows_ms if ms <= measured.calc_ms)
 
 
@@ -112,13 +122,12 @@ def window_truth(guest, measured, ring_size=0):
     is); `ring_size` entries per vCPU when the QEMU has a dirty ring."""
     counter_at, starts = _placements(measured)
     seconds = measured.calc_ms / 1000
-    log, npages = guest.logs[0], guest.slot_pages
     pages, entries = [], []
     for t in starts:
         lo, hi = counter_at(t), counter_at(t + seconds)
-        pages.append(replay.unique_pages(log, npages, lo, hi) + CONTROL_PAGES)
+        pages.append(_written(guest, lo, hi) + CONTROL_PAGES)
         if ring_size:
-            written = np.concatenate([p for _, p in log.chunks(lo, hi)] or [np.zeros(0, np.uint64)])
+            written = np.concatenate([p for _, p in guest.logs[0].chunks(lo, hi)] or [np.zeros(0, np.uint64)])
             for phase in REAPER_PHASES:
                 resets = [counter_at(t + (k + phase) * REAPER_PERIOD) - lo for k in range(math.ceil(seconds) + 1)]
                 entries.append(ring_entries(written, ring_size - KVM_DIRTY_RING_RSVD_ENTRIES, resets)
@@ -140,8 +149,7 @@ def fewest_pages(guest, measured, step_share=0.1):
     to answer a 50 ms window while the guest ran on under new dirty logging)
     has a slowest stretch that five placements miss.  Without the control
     page: a bound, not an estimate."""
-    times = np.array([t for t, _ in measured.samples])
-    counts = [c for _, c in measured.samples]
+    times, counts = _readings(measured)
     window = measured.calc_ms / 1000
     step = window * step_share
     last = max(measured.sent, measured.done - window)
@@ -149,7 +157,7 @@ def fewest_pages(guest, measured, step_share=0.1):
     for start in np.arange(measured.sent, last + step, step):
         first = int(np.searchsorted(times, start + step, "left"))  # the first reading at or after it
         end = int(np.searchsorted(times, start + window, "right")) - 1  # the last one at or before the end
-        pages = replay.unique_pages(guest.logs[0], guest.slot_pages, counts[first], counts[end]) if first < end else 0
+        pages = _written(guest, counts[first], counts[end]) if first < end else 0
         fewest = pages if fewest is None else min(fewest, pages)
     return fewest
 
@@ -163,13 +171,14 @@ def bracketed_pages(guest, measured):
     readings taken are the last one before the send and the first one after
     the answer, not an interpolation, so that the bound holds however far
     apart the host let them be."""
-    times = [t for t, _ in measured.samples]
-    before = [c for t, c in measured.samples if t <= measured.sent]
-    after = [c for t, c in measured.samples if t >= measured.done]
-    if not before or not after:
-        raise ValueError(f"the counter readings ({times[0] if times else None}..{times[-1] if times else None}) "
-                         f"do not bracket the measurement ({measured.sent}..{measured.done})")
-    return replay.unique_pages(guest.logs[0], guest.slot_pages, before[-1], after[0]) + CONTROL_PAGES
+    times, counts = _readings(measured)
+    before = int(np.searchsorted(times, measured.sent, "right")) - 1  # the last reading at or before the send
+    after = int(np.searchsorted(times, measured.done, "left"))  # the first at or after the answer
+    if before < 0 or after >= len(times):
+        shown = f"{times[0]}..{times[-1]}" if len(times) else "none"
+        raise ValueError(f"the counter readings ({shown}) do not bracket the measurement "
+                         f"({measured.sent}..{measured.done})")
+    return _written(guest, counts[before], counts[after]) + CONTROL_PAGES
 
 
 @dataclass(frozen=True)
