@@ -135,6 +135,13 @@ def _sample(vm, seconds, step=0.05):
     return samples
 
 
+def _cpu_seconds(vm):
+    """A function that reads each vCPU thread's own CPU clock: the time the
+    host gave it, whatever ran beside it."""
+    clocks = [time.pthread_getcpuclockid(t.ident) for t in vm.threads]
+    return lambda: [time.clock_gettime(c) for c in clocks]
+
+
 def _cpu_share(vm, sample):
     """Run sample(); return what it returned and the share of the time vCPU
     0's thread wanted the CPU (wall less its throttle sleeps) that it had.
@@ -142,10 +149,10 @@ def _cpu_share(vm, sample):
     the host gave its CPU to someone else: on a runner with a CPU hog the
     writer's free pace swings 60..150 MB/s with that share, whatever
     the limit does."""
-    clock = time.pthread_getcpuclockid(vm.threads[0].ident)
-    cpu0, slept0, t0 = time.clock_gettime(clock), vm.throttled_seconds()[0], time.monotonic()
+    cpu_seconds = _cpu_seconds(vm)
+    cpu0, slept0, t0 = cpu_seconds()[0], vm.throttled_seconds()[0], time.monotonic()
     out = sample()
-    cpu, slept, wall = (time.clock_gettime(clock) - cpu0, vm.throttled_seconds()[0] - slept0,
+    cpu, slept, wall = (cpu_seconds()[0] - cpu0, vm.throttled_seconds()[0] - slept0,
                         time.monotonic() - t0)
     return out, cpu / max(wall - slept, 1e-3)
 
@@ -274,14 +281,14 @@ def test_a_reader_is_not_slowed_by_the_dirty_limit_but_is_by_cpu_throttling():
     with running_vm(mem=256 << 20, vcpus=2, dirty_ring_entries=1024) as vm:
         vm.run_writer(0, vcpu=0)
         vm.run_writer(0, vcpu=1, write_percent=0)
-        clocks = [time.pthread_getcpuclockid(t.ident) for t in vm.threads]
+        cpu_seconds = _cpu_seconds(vm)
 
         def reading():
             """Per vCPU: counted operations per wall second, and the share
             of the wall its thread had the CPU."""
-            cpu0, a = [time.clock_gettime(c) for c in clocks], vm.snapshot()
+            cpu0, a = cpu_seconds(), vm.snapshot()
             time.sleep(0.7)
-            b, cpu1 = vm.snapshot(), [time.clock_gettime(c) for c in clocks]
+            b, cpu1 = vm.snapshot(), cpu_seconds()
             wall = b.time - a.time
             return ([(y - x) / wall for x, y in zip(a.counters, b.counters)],
                     [(y - x) / wall for x, y in zip(cpu0, cpu1)])
